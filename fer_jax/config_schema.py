@@ -1,0 +1,216 @@
+"""Every config field: its default, a one-line meaning and a check.
+
+Config files (`configs/*.py`) start from `defaults()` and change values; they
+never add keys. `validate(config)` runs before anything else and fails with a
+message naming the bad key and what is allowed.
+"""
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import ml_collections
+
+Check = Callable[[Any], Optional[str]]  # value -> error text, or None when fine
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    default: Any
+    doc: str
+    check: Check
+
+
+def one_of(*choices: Any) -> Check:
+    return lambda v: None if v in choices else f"must be one of {list(choices)}"
+
+
+def number(lo: float = float("-inf"), hi: float = float("inf"), integer: bool = False,
+           lo_open: bool = False) -> Check:
+    def check(v):
+        kind = int if integer else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind):
+            return f"must be {'an integer' if integer else 'a number'}"
+        if v < lo or v > hi or (lo_open and v == lo):
+            return f"must be in {'(' if lo_open else '['}{lo}, {hi}]"
+        return None
+    return check
+
+
+def boolean(v: Any) -> Optional[str]:
+    return None if isinstance(v, bool) else "must be True or False"
+
+
+def string(v: Any) -> Optional[str]:
+    return None if isinstance(v, str) else "must be a string"
+
+
+def string_tuple(v: Any) -> Optional[str]:
+    ok = isinstance(v, (tuple, list)) and all(isinstance(s, str) for s in v)
+    return None if ok else "must be a tuple of strings"
+
+
+def number_tuple(length: int) -> Check:
+    def check(v):
+        ok = (isinstance(v, (tuple, list)) and len(v) == length
+              and all(isinstance(x, (int, float)) and x >= 0 for x in v))
+        return None if ok else f"must be a tuple of {length} non-negative numbers"
+    return check
+
+
+def dataset_name(v: Any) -> Optional[str]:
+    from data_prep import builders  # registry of datasets we can build
+    if not isinstance(v, str):
+        return "must be a string like 'synthetic_faces/small'"
+    base = v.split("/")[0]
+    return None if base in builders.BUILDERS else (
+        f"names an unknown dataset {base!r}; valid: {sorted(builders.BUILDERS)}")
+
+
+def model_name(v: Any) -> Optional[str]:
+    from fer_jax import models
+    return None if v in models.MODELS else f"must be one of {sorted(models.MODELS)}"
+
+
+SCHEMA: Dict[str, Union[Field, dict]] = {
+    "dataset": {
+        "name": Field("synthetic_faces/small", "TFDS name[/config] of the records to train on.",
+                      dataset_name),
+        "data_dir": Field("~/tensorflow_datasets", "Folder of the built TFRecords.", string),
+        "manual_dir": Field("", "Manually downloaded files, to build a missing real dataset.",
+                            string),
+        "train_split": Field("train", "Split used for training.", string),
+        "eval_split": Field("test", "Split evaluated at the end (results.json).", string),
+        "image_size": Field(64, "Model input size in pixels (records are resized if needed).",
+                            number(16, 1024, integer=True)),
+    },
+    "input": {
+        "augment": Field(True, "Apply the paper's train augmentations.", boolean),
+        "rotation_deg": Field(6.0, "Max random rotation in degrees (image and heatmap).",
+                              number(0, 180)),
+        "rotation_prob": Field(0.5, "Probability of a random rotation.", number(0, 1)),
+        "crop_scale_min": Field(0.8, "Random resized crop: smallest area fraction.",
+                                number(0.05, 1, lo_open=False)),
+        "hflip": Field(True, "Random horizontal flip (image and heatmap).", boolean),
+        "grayscale_prob": Field(0.2, "Probability of converting the image to grey.",
+                                number(0, 1)),
+        "color_jitter": Field((0.4, 0.4, 0.4, 0.1),
+                              "Brightness, contrast, saturation, hue jitter strengths.",
+                              number_tuple(4)),
+        "color_jitter_prob": Field(0.8, "Probability of colour jitter.", number(0, 1)),
+        "erase_prob": Field(0.5, "Probability of random erasing (image only).", number(0, 1)),
+        "shuffle_buffer": Field(10_000, "Examples in the shuffle buffer.",
+                                number(1, integer=True)),
+        "cache": Field(True, "Cache decoded records in memory (small datasets).", boolean),
+    },
+    "model": {
+        "name": Field("resnet18", "Architecture, from fer_jax.models.MODELS.", model_name),
+        "width": Field(64, "ResNet stem channels (64 = standard; smaller is faster).",
+                       number(1, 1024, integer=True)),
+        "large_maps": Field(True, "ResNet: stride 1 in stage3/4 (the paper's CAM setting).",
+                            boolean),
+        "dtype": Field("float32", "Compute dtype ('bfloat16' = mixed precision).",
+                       one_of("float32", "bfloat16")),
+    },
+    "align": {
+        "weight": Field(4.0, "lambda: weight of the AU alignment loss (0 = CE only).",
+                        number(0)),
+        "layers": Field(("stage4",), "Named layers whose attention is aligned.", string_tuple),
+    },
+    "optim": {
+        "name": Field("sgd", "'sgd' (nesterov momentum, the paper) or 'adamw'.",
+                      one_of("sgd", "adamw")),
+        "learning_rate": Field(0.002, "Peak learning rate.", number(0, lo_open=True)),
+        "momentum": Field(0.9, "SGD momentum (nesterov).", number(0, 1)),
+        "weight_decay": Field(5e-4, "Weight decay (L2 for SGD, decoupled for AdamW).",
+                              number(0)),
+        "schedule": Field("step", "'step' (x decay_factor every decay_epochs), 'cosine' or "
+                          "'constant'.", one_of("step", "cosine", "constant")),
+        "decay_epochs": Field(4.0, "Step schedule: epochs between decays.",
+                              number(0, lo_open=True)),
+        "decay_factor": Field(0.9, "Step schedule: multiplier at each decay.", number(0, 1)),
+        "warmup_epochs": Field(0.0, "Linear warmup length in epochs.", number(0)),
+    },
+    "train": {
+        "batch_size": Field(64, "Global batch size (divisible by the device count).",
+                            number(1, integer=True)),
+        "num_epochs": Field(20.0, "Training length in epochs.", number(0, lo_open=True)),
+        "seed": Field(0, "Seed of initialisation and data order.", number(0, integer=True)),
+        "log_every_steps": Field(50, "Steps between TensorBoard scalars.",
+                                 number(1, integer=True)),
+        "checkpoint_every_steps": Field(500, "Steps between checkpoints (and one at the end).",
+                                        number(1, integer=True)),
+        "keep_checkpoints": Field(2, "Checkpoints kept on disk.", number(1, integer=True)),
+        "progress_bar": Field(True, "Show a tqdm progress bar (process 0).", boolean),
+    },
+    "eval": {
+        "batch_size": Field(128, "Global evaluation batch size.", number(1, integer=True)),
+        "num_plot_images": Field(16, "Test images in the attention/CAM picture (0 = none).",
+                                 number(0, 256, integer=True)),
+    },
+    "spmd": Field(False, "Run the step under jit + shard_map on a device mesh instead of pmap.",
+                  boolean),
+    "init_from": Field("", "Pretrained weights file to start from ('' = random init).", string),
+}
+
+
+def _build(schema: dict) -> ml_collections.ConfigDict:
+    out = ml_collections.ConfigDict()
+    for key, value in schema.items():
+        out[key] = _build(value) if isinstance(value, dict) else value.default
+    return out
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """A config holding every field at its default (configs/*.py start here)."""
+    return _build(SCHEMA)
+
+
+def _validate(config: Any, schema: dict, prefix: str) -> None:
+    keys = set(config.keys())
+    unknown = sorted(keys - set(schema))
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ValueError(f"unknown config key {prefix}{unknown[0]!s}; valid keys of {where}: "
+                         f"{sorted(schema)}")
+    for key, spec in schema.items():
+        if key not in keys:
+            raise ValueError(f"config key {prefix}{key} is missing (start configs from "
+                             "fer_jax.config_schema.defaults())")
+        value = config[key]
+        if isinstance(spec, dict):
+            if not hasattr(value, "keys"):
+                raise ValueError(f"config.{prefix}{key} must be a group of keys {sorted(spec)}")
+            _validate(value, spec, f"{prefix}{key}.")
+            continue
+        error = spec.check(value)
+        if error:
+            raise ValueError(f"config.{prefix}{key}={value!r} {error} ({spec.doc})")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first unknown key, missing key or bad value."""
+    _validate(config, SCHEMA, "")
+    if config.train.batch_size % _device_count() != 0:
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible "
+                         f"by the number of devices ({_device_count()})")
+    if config.eval.batch_size % _device_count() != 0:
+        raise ValueError(f"config.eval.batch_size={config.eval.batch_size} must be divisible "
+                         f"by the number of devices ({_device_count()})")
+
+
+def _device_count() -> int:
+    import jax
+    return jax.device_count()
+
+
+def describe() -> str:
+    """All fields, defaults and meanings, one per line (for --help-like output)."""
+    lines = []
+
+    def walk(schema, prefix):
+        for key, spec in schema.items():
+            if isinstance(spec, dict):
+                walk(spec, f"{prefix}{key}.")
+            else:
+                lines.append(f"{prefix}{key} = {spec.default!r}  # {spec.doc}")
+    walk(SCHEMA, "")
+    return "\n".join(lines)

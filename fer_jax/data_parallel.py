@@ -1,0 +1,91 @@
+"""Run one per-device function data-parallel, with `jax.pmap` or `jit` + `shard_map`.
+
+The step functions of train.py / evaluate.py are written once, per device,
+with named-axis collectives over AXIS. `DataParallel` places the replicated
+state and the sharded batch for either backend and wraps the function:
+- "pmap": the design card's backend; arrays carry a leading device axis.
+- "shard_map": jit over a 1-D `Mesh` of all devices (pmap's supported
+  successor in current JAX); arrays are global, sharded along the batch.
+Host-side batches always arrive as (local_devices, per_device_batch, ...).
+"""
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "batch"  # the one named axis: devices split the batch
+
+
+class DataParallel:
+    """Placement and wrapping of per-device functions for one backend."""
+
+    def __init__(self, spmd: bool = False, devices: Optional[Sequence[jax.Device]] = None):
+        self.spmd = spmd
+        self.devices = list(devices) if devices is not None else jax.devices()
+        self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
+        self.mesh = Mesh(np.array(self.devices), (AXIS,))
+        # pmap's layout: leading axis of length num_local_devices, one slice per device.
+        self._leading = NamedSharding(Mesh(np.array(self.local_devices), (AXIS,)), P(AXIS))
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def num_local_devices(self) -> int:
+        return len(self.local_devices)
+
+    # -- placement -------------------------------------------------------------
+    def replicate(self, tree: Any) -> Any:
+        """Copies a pytree of arrays onto every device."""
+        if self.spmd:
+            return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        n = self.num_local_devices
+        # A leading device axis, slice i placed on local device i, as pmap wants.
+        return jax.tree.map(
+            lambda x: jax.device_put(np.stack([np.asarray(x)] * n), self._leading), tree)
+
+    def unreplicate(self, tree: Any) -> Any:
+        """One copy of a replicated pytree (what gets checkpointed)."""
+        if self.spmd:
+            return tree
+        return jax.tree.map(lambda x: x[0], tree)
+
+    def shard(self, batch: Any) -> Any:
+        """Host batch (local_devices, per_device, ...) -> device-resident input."""
+        if not self.spmd:
+            return jax.device_put(batch, self._leading)
+        sharding = NamedSharding(self.mesh, P(AXIS))
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(
+                sharding, np.reshape(x, (-1,) + x.shape[2:])), batch)
+
+    def to_host(self, tree: Any) -> Any:
+        """Per-sample outputs -> NumPy (num_local_examples, ...) in host order."""
+        if self.spmd:
+            return jax.tree.map(
+                lambda x: np.concatenate(
+                    [np.asarray(s.data) for s in sorted(
+                        x.addressable_shards, key=lambda s: s.index[0].start or 0)]), tree)
+        return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), tree)
+
+    # -- wrapping --------------------------------------------------------------
+    def wrap(self, fn: Callable, replicated_out: bool = True, donate_state: bool = False
+             ) -> Callable:
+        """Wraps fn(state, batch) -> out, state replicated and batch sharded.
+
+        `replicated_out`: out is the same on every device (psum'd metrics, the
+        new state); otherwise out is per-sample, sharded like the batch.
+        """
+        donate = (0,) if donate_state else ()
+        if not self.spmd:
+            return jax.pmap(fn, axis_name=AXIS, devices=self.local_devices
+                            if jax.process_count() == 1 else None, donate_argnums=donate)
+        out_spec = P() if replicated_out else P(AXIS)
+        # check_vma=False keeps pmap's semantics: gradients of replicated params
+        # are per-device until the step's own psum (with vma tracking JAX would
+        # insert that psum itself and the step would count it twice).
+        mapped = jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
+                               out_specs=out_spec, check_vma=False)
+        return jax.jit(mapped, donate_argnums=donate)

@@ -1,0 +1,43 @@
+"""Model registry: config.model.name -> a linen classifier.
+
+Every model maps (B, H, W, 3) images to (B, num_classes) logits, takes
+`train: bool`, and exposes named layers whose outputs are (B, h, w, C) so the
+alignment loss and CAMs can capture them by name (see fer_jax.alignment).
+"""
+from typing import Any, Callable, Dict
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fer_jax.models import resnet, vit
+
+# name -> constructor(num_classes, width, large_maps, dtype, bn_axis_name)
+MODELS: Dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+    **vit.VIT_MODELS,  # vit_{tiny,small,base}_patch16, vit_base_patch32, deit_{tiny,small,base}_patch16
+}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None) -> nn.Module:
+    """Builds the model named by `model_config.name` (see configs and MODELS)."""
+    name = model_config.name
+    if name not in MODELS:
+        raise ValueError(f"model.name={name!r} is unknown; valid names: {sorted(MODELS)}")
+    if name.startswith("resnet"):
+        return MODELS[name](
+            num_classes=num_classes, width=model_config.width,
+            large_maps=model_config.large_maps, dtype=_DTYPES[model_config.dtype],
+            bn_axis_name=bn_axis_name)
+    if name in vit.VIT_MODELS:
+        # Optional ViT fields; absent ones take the defaults below.
+        return MODELS[name](
+            num_classes=num_classes, dtype=_DTYPES[model_config.dtype],
+            head=getattr(model_config, "vit_head", "gap"),
+            image_size=getattr(model_config, "vit_pretrain_size", 224),
+            dropout=getattr(model_config, "dropout", 0.0),
+            drop_path=getattr(model_config, "drop_path", 0.0))
+    return MODELS[name](num_classes=num_classes, dtype=_DTYPES[model_config.dtype])

@@ -1,0 +1,276 @@
+"""Flax linen Vision Transformer (ViT / DeiT) with capturable (B, h, w, D) token grids.
+
+Layout and numerics follow timm's `VisionTransformer` (class token, learned
+position embeddings, pre-norm blocks, LayerNorm eps 1e-6, exact GELU), so timm
+and Google ViT/AugReg weights load one to one (see fer_jax.weights).
+
+Stable names (capture them with `capture_intermediates`):
+  encoder{i}          the i-th transformer block, (B, 1 + h*w, D) tokens -> tokens
+  block{i}            the i-th block's output as a (B, h, w, D) grid, class token dropped
+  encoder_norm_grid   the final-normed patch tokens as a (B, h, w, D) grid
+where h = H / patch and w = W / patch. `block{i}` and `encoder_norm_grid` are
+parameter-free modules that sit *on* the forward path (tokens -> grid -> module
+-> tokens), so an interceptor that perturbs their output changes the logits and
+gradient-based CAMs see a non-zero gradient.
+"""
+import functools
+from typing import Any, Callable, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# timm and Google ViT both use LayerNorm eps 1e-6 (flax's default, torch's is 1e-5).
+_LN_EPSILON = 1e-6
+_NUM_PREFIX_TOKENS = 1  # the class token
+
+Dtype = Any
+
+
+def resample_pos_embed(
+    pos_embed: jax.Array,
+    new_grid: Tuple[int, int],
+    old_grid: Tuple[int, int],
+    method: str = "bicubic",
+    antialias: bool = True,
+) -> jax.Array:
+    """Resamples learned position embeddings to another patch grid.
+
+    Same result as timm's `resample_abs_pos_embed`: the class token's entry is
+    kept, the (old_h, old_w) grid part is resized in float32. timm resamples with
+    bicubic + antialias at run time and in `checkpoint_filter_fn`, and with
+    bilinear without antialias when it loads Google `.npz` files; `jax.image`
+    uses the same kernels (Keys a=-0.5 cubic with truncated, renormalised windows
+    = torch's antialiased bicubic; bilinear with edge renormalisation = torch's
+    clamped bilinear, align_corners=False).
+
+    Args:
+      pos_embed: (1, 1 + old_h * old_w, D).
+      new_grid: (new_h, new_w) patch grid.
+      old_grid: (old_h, old_w) patch grid that `pos_embed` was learned on.
+      method: "bicubic" or "bilinear".
+      antialias: low-pass filter when downsampling (as torch's `antialias=`).
+    Returns:
+      (1, 1 + new_h * new_w, D), same dtype as `pos_embed`.
+    """
+    new_grid, old_grid = tuple(new_grid), tuple(old_grid)
+    expected = _NUM_PREFIX_TOKENS + old_grid[0] * old_grid[1]
+    if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or pos_embed.shape[1] != expected:
+        raise ValueError(
+            f"pos_embed of shape {pos_embed.shape} does not fit old_grid={old_grid}: "
+            f"expected (1, {expected}, D)")
+    if method not in ("bicubic", "bilinear"):
+        raise ValueError(f"method={method!r}: expected 'bicubic' or 'bilinear'")
+    if new_grid == old_grid:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    prefix, grid = pos_embed[:, :_NUM_PREFIX_TOKENS], pos_embed[:, _NUM_PREFIX_TOKENS:]
+    grid = grid.astype(jnp.float32).reshape(old_grid + (dim,))
+    grid = jax.image.resize(grid, new_grid + (dim,), method=method, antialias=antialias)
+    grid = grid.reshape(1, new_grid[0] * new_grid[1], dim).astype(pos_embed.dtype)
+    return jnp.concatenate([prefix, grid], axis=1)
+
+
+class TokenGrid(nn.Module):
+    """Identity on a (B, h, w, D) grid; exists so the grid gets a stable capture name."""
+
+    @nn.compact
+    def __call__(self, grid: jax.Array) -> jax.Array:
+        return grid
+
+
+def _through_grid(tokens: jax.Array, grid_hw: Tuple[int, int], name: str) -> jax.Array:
+    """Passes the patch tokens through a named `TokenGrid` as (B, h, w, D), class token aside.
+
+    tokens: (B, 1 + h*w, D) -> same shape and values.
+    """
+    b, _, d = tokens.shape
+    grid = tokens[:, _NUM_PREFIX_TOKENS:].reshape(b, grid_hw[0], grid_hw[1], d)
+    grid = TokenGrid(name=name)(grid)
+    return jnp.concatenate(
+        [tokens[:, :_NUM_PREFIX_TOKENS], grid.reshape(b, grid_hw[0] * grid_hw[1], d)], axis=1)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate query/key/value projections.
+
+    Separate (D, heads, head_dim) kernels mirror Google's layout; timm's fused
+    `qkv` Linear is split on import. (B, N, D) -> (B, N, D).
+    """
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        dim = x.shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(f"embedding dim {dim} is not divisible by num_heads={self.num_heads}")
+        head_dim = dim // self.num_heads
+        dense = functools.partial(
+            nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
+            kernel_init=nn.initializers.xavier_uniform())
+        q = dense(name="query")(x) * (head_dim ** -0.5)
+        k = dense(name="key")(x)
+        v = dense(name="value")(x)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+        # Softmax in float32: bf16 logits lose too much for long token sequences.
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = nn.DenseGeneral(dim, axis=(-2, -1), dtype=self.dtype,
+                              kernel_init=nn.initializers.xavier_uniform(), name="out")(out)
+        return nn.Dropout(self.dropout, deterministic=not train)(out)
+
+
+class Mlp(nn.Module):
+    """fc1 (D -> hidden), exact GELU, fc2 (hidden -> D). (B, N, D) -> (B, N, D)."""
+    hidden_dim: int
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        dim = x.shape[-1]
+        dense = functools.partial(nn.Dense, dtype=self.dtype,
+                                  kernel_init=nn.initializers.xavier_uniform(),
+                                  bias_init=nn.initializers.normal(1e-6))
+        x = nn.gelu(dense(self.hidden_dim, name="fc1")(x), approximate=False)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = dense(dim, name="fc2")(x)
+        return nn.Dropout(self.dropout, deterministic=not train)(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zeroes a whole residual branch per sample (rng 'dropout')."""
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if not train or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)). (B, N, D) -> same."""
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: Dtype = jnp.float32
+    dropout: float = 0.0
+    drop_path: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        norm = functools.partial(nn.LayerNorm, epsilon=_LN_EPSILON, dtype=self.dtype)
+        y = Attention(self.num_heads, self.dtype, self.dropout, name="attn")(norm(name="norm1")(x), train)
+        x = x + DropPath(self.drop_path)(y, train)
+        y = Mlp(int(x.shape[-1] * self.mlp_ratio), self.dtype, self.dropout, name="mlp")(
+            norm(name="norm2")(x), train)
+        return x + DropPath(self.drop_path)(y, train)
+
+
+class ViT(nn.Module):
+    """Vision Transformer classifier (ViT / DeiT) with a class-token or GAP head.
+
+    Input (B, H, W, 3) float, normalised, H and W multiples of `patch_size`;
+    output logits (B, num_classes) float32. The position embeddings are learned
+    on the `image_size` grid and resampled (bicubic, antialiased, as timm's
+    `dynamic_img_size`) when the input grid differs.
+
+    head="token": logits = head(encoder_norm(tokens)[:, 0]) (timm / DeiT default).
+    head="gap":   logits = head(mean over patches of encoder_norm(tokens)[:, 1:]);
+      as every patch token is normed before the mean, the CAM
+      `capture(cam_layer) @ head.kernel` (B, h, w, K) averages to logits - bias.
+      (timm's `global_pool='avg', fc_norm=False` is the same model.)
+
+    Named (B, h, w, D) outputs: `block0`..`block{depth-1}`, `encoder_norm_grid`.
+    """
+    num_classes: int
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    image_size: int = 224         # pretraining size: fixes the pos_embed grid
+    head: str = "gap"             # "gap" (CAM-ready) or "token"
+    dropout: float = 0.0          # after pos-embed, attention projection and MLP layers
+    drop_path: float = 0.0        # stochastic depth of the last block (linear from 0)
+    dtype: Dtype = jnp.float32    # compute dtype (bfloat16 for mixed precision)
+
+    head_name = "head"
+
+    @property
+    def cam_layer(self) -> str:
+        """Layer whose grid gives CAMs: the final-normed grid for 'gap', else the last block."""
+        return "encoder_norm_grid" if self.head == "gap" else f"block{self.depth - 1}"
+
+    @property
+    def pos_grid(self) -> Tuple[int, int]:
+        """(h, w) patch grid of the stored position embeddings."""
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        n = self.image_size // self.patch_size
+        return (n, n)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.head not in ("gap", "token"):
+            raise ValueError(f"head={self.head!r}: expected 'gap' or 'token'")
+        if x.ndim != 4 or x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
+            raise ValueError(
+                f"input of shape {x.shape}: expected (B, H, W, C) with H and W multiples of "
+                f"patch_size={self.patch_size}")
+        b = x.shape[0]
+        x = nn.Conv(self.embed_dim, (self.patch_size,) * 2, (self.patch_size,) * 2,
+                    padding="VALID", dtype=self.dtype, name="patch_embed")(x.astype(self.dtype))
+        grid_hw = x.shape[1:3]
+        tokens = x.reshape(b, grid_hw[0] * grid_hw[1], self.embed_dim)
+
+        gh, gw = self.pos_grid
+        cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, self.embed_dim))
+        pos = self.param("pos_embed", nn.initializers.truncated_normal(0.02),
+                         (1, _NUM_PREFIX_TOKENS + gh * gw, self.embed_dim))
+        pos = resample_pos_embed(pos, grid_hw, (gh, gw))
+        cls = jnp.broadcast_to(cls, (b, 1, self.embed_dim)).astype(tokens.dtype)
+        tokens = (jnp.concatenate([cls, tokens], axis=1) + pos).astype(self.dtype)
+        tokens = nn.Dropout(self.dropout, deterministic=not train)(tokens)
+
+        for i in range(self.depth):
+            rate = self.drop_path * i / max(self.depth - 1, 1)
+            tokens = EncoderBlock(self.num_heads, self.mlp_ratio, self.dtype, self.dropout, rate,
+                                  name=f"encoder{i}")(tokens, train)
+            tokens = _through_grid(tokens, grid_hw, f"block{i}")
+
+        tokens = nn.LayerNorm(epsilon=_LN_EPSILON, dtype=self.dtype, name="encoder_norm")(tokens)
+        tokens = _through_grid(tokens, grid_hw, "encoder_norm_grid")
+        if self.head == "token":
+            features = tokens[:, 0]
+        else:
+            features = jnp.mean(tokens[:, _NUM_PREFIX_TOKENS:].astype(jnp.float32), axis=1)
+        return nn.Dense(self.num_classes, dtype=jnp.float32,
+                        kernel_init=nn.initializers.truncated_normal(0.02),
+                        name=self.head_name)(features.astype(jnp.float32))
+
+
+# (patch_size, embed_dim, depth, num_heads); DeiT (without distillation token) is the same network.
+_VARIANTS = {
+    "vit_tiny_patch16": (16, 192, 12, 3),
+    "vit_small_patch16": (16, 384, 12, 6),
+    "vit_base_patch16": (16, 768, 12, 12),
+    "vit_base_patch32": (32, 768, 12, 12),
+    "deit_tiny_patch16": (16, 192, 12, 3),
+    "deit_small_patch16": (16, 384, 12, 6),
+    "deit_base_patch16": (16, 768, 12, 12),
+}
+
+
+def _variant(name: str) -> Callable[..., ViT]:
+    patch, dim, depth, heads = _VARIANTS[name]
+    return functools.partial(ViT, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads)
+
+
+VIT_MODELS = {name: _variant(name) for name in _VARIANTS}
+"""name -> ViT constructor(num_classes, image_size, head, dropout, drop_path, dtype)."""

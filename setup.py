@@ -1,0 +1,39 @@
+"""fer_jax: AU-guided interpretable facial expression recognition in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="fer_jax",
+    version="0.1.0",
+    description=(
+        "Interpretable facial expression recognition: CNN/ViT classifiers whose "
+        "layer attention is aligned with action-unit heatmaps (JAX/Flax)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["fer_jax", "fer_jax.*", "data_prep", "data_prep.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9",
+        "ml-collections>=1.0",
+        "absl-py",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.8",
+        "matplotlib>=3.7",
+        "tqdm",
+        "safetensors>=0.4",
+        "dlib-bin>=19.24",
+        "face_recognition_models>=0.3",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "scikit-image>=0.22",
+        ],
+    },
+)
