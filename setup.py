@@ -22,6 +22,8 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "ml-collections>=1.0",
         "absl-py",
+        "tensorboard",
+        "importlib_resources",
         "numpy>=1.26",
         "opencv-python-headless>=4.8",
         "matplotlib>=3.7",

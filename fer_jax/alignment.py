@@ -37,20 +37,21 @@ def spatial_layers(model: nn.Module, variables: Mapping[str, Any],
     Found by tracing one abstract forward pass (no FLOPs spent).
     """
     x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+    order: List[str] = []  # the filter sees modules in call order: keep the model's order
+
+    def record(mdl: nn.Module, method: str) -> bool:
+        if method == "__call__" and mdl.path:
+            order.append("/".join(mdl.path))
+        return True
+
     _, state = jax.eval_shape(
-        lambda v, x: model.apply(v, x, train=False, capture_intermediates=True,
+        lambda v, x: model.apply(v, x, train=False, capture_intermediates=record,
                                  mutable=["intermediates"]), variables, x)
     found: Dict[str, Tuple[int, ...]] = {}
-
-    def walk(node, path):
-        for key, value in node.items():
-            if key == "__call__":
-                out = value[0]
-                if path and hasattr(out, "shape") and len(out.shape) == 4:
-                    found["/".join(path)] = tuple(out.shape)
-            elif isinstance(value, Mapping):
-                walk(value, path + [key])
-    walk(state["intermediates"], [])
+    for name in dict.fromkeys(order):
+        out = captured(state["intermediates"], name)
+        if hasattr(out, "shape") and len(out.shape) == 4:
+            found[name] = tuple(out.shape)
     return found
 
 

@@ -44,8 +44,8 @@ def string(v: Any) -> Optional[str]:
 
 
 def string_tuple(v: Any) -> Optional[str]:
-    ok = isinstance(v, (tuple, list)) and all(isinstance(s, str) for s in v)
-    return None if ok else "must be a tuple of strings"
+    ok = isinstance(v, (tuple, list)) and len(v) > 0 and all(isinstance(s, str) for s in v)
+    return None if ok else "must be a non-empty tuple of strings"
 
 
 def number_tuple(length: int) -> Check:

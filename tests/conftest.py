@@ -6,3 +6,32 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """synthetic_faces/tiny (32 px, 112 train / 56 test) built once per test session."""
+    from data_prep import build
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    build.build_dataset("synthetic_faces/tiny", data_dir)
+    return data_dir
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dir):
+    """The demo config shrunk to seconds: tiny data, a narrow ResNet-18, 8 devices."""
+    from fer_jax import config_schema
+    c = config_schema.defaults()
+    c.dataset.name = "synthetic_faces/tiny"
+    c.dataset.data_dir = tiny_data_dir
+    c.dataset.image_size = 32
+    c.model.width = 4
+    c.train.batch_size = 16
+    c.train.num_epochs = 1.0
+    c.train.progress_bar = False
+    c.eval.batch_size = 16
+    c.eval.num_plot_images = 4
+    c.input.shuffle_buffer = 64
+    return c

@@ -1,0 +1,70 @@
+"""Converts a timm `.safetensors` or Google ViT/AugReg `.npz` file once into fer_jax's format.
+
+  python -m fer_jax.convert_weights --model=resnet50 --input=resnet50.safetensors \
+      --output=weights/ --num_classes=7 [--image_size=224] [--vit_head=gap]
+
+Writes `OUTPUT/{model}_{num_classes}cls.npz` (see `fer_jax.weights.save`: an
+uncompressed npz of 'params/...' and 'batch_stats/...' arrays) and prints what it
+did: loaded, re-initialised (the head, when the class count differs), resampled
+and skipped tensors. Point `config.init_from` at the written file (or directly at
+the original one: both load through `fer_jax.weights.load_pretrained`).
+"""
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from fer_jax import weights
+from fer_jax.models import MODELS, vit
+
+
+def convert_file(model_name: str, input_path: str, output_dir: str, num_classes: int,
+                 image_size: int = 224, vit_head: str = "gap", seed: int = 0) -> str:
+    """Converts `input_path` for `MODELS[model_name]`; returns the written file's path.
+
+    image_size: ViT pretraining size kept in the file (pos_embed grid = image_size / patch);
+    ignored for ResNets, whose parameters do not depend on it.
+    """
+    if model_name not in MODELS:
+        raise ValueError(f"--model={model_name!r} is unknown; valid names: {sorted(MODELS)}")
+    tensors = weights.read_tensors(input_path)   # first: a bad path fails before the slow init
+    if model_name in vit.VIT_MODELS:
+        model = MODELS[model_name](num_classes=num_classes, image_size=image_size, head=vit_head)
+    else:
+        model = MODELS[model_name](num_classes=num_classes)
+    # jit: one compilation instead of one per initialiser (eager init of ResNet50 takes ~10 s).
+    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)))
+    new, report = weights.convert(variables, tensors, input_path, model_name, num_classes)
+    output = os.path.join(output_dir, f"{model_name}_{num_classes}cls.npz")
+    weights.save(new, output, model_name)
+    print(f"{input_path} -> {output} ({model_name}, {num_classes} classes)")
+    print(report.summary())
+    return output
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_jax.convert_weights", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help=f"one of {sorted(MODELS)}")
+    parser.add_argument("--input", required=True, help="timm .safetensors or Google .npz file")
+    parser.add_argument("--output", required=True, help="folder for the converted .npz")
+    parser.add_argument("--num_classes", type=int, required=True, help="classes of the new head")
+    parser.add_argument("--image_size", type=int, default=224,
+                        help="ViT only: size whose patch grid the stored pos_embed gets")
+    parser.add_argument("--vit_head", choices=("gap", "token"), default="gap",
+                        help="ViT only: head type (does not change the parameters)")
+    args = parser.parse_args(argv)
+    try:
+        convert_file(args.model, args.input, args.output, args.num_classes, args.image_size,
+                     args.vit_head)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

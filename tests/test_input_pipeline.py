@@ -1,0 +1,89 @@
+"""Input pipeline: same geometry for image and heatmap, photometry for the image only,
+evaluation sees every example exactly once."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from fer_jax import config_schema, input_pipeline
+
+
+def input_config(**overrides):
+    c = config_schema.defaults().input
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def example(size=32):
+    rng = np.random.default_rng(0)
+    heat = np.zeros((size, size), np.float32)
+    heat[4:12, 6:20] = 1.0  # off-centre and asymmetric, so any warp shows
+    heat[20:26, 8:12] = 0.5
+    image = np.stack([heat, rng.uniform(size=(size, size)), np.full((size, size), 0.3)], -1)
+    return {"image": tf.constant(image, tf.float32), "heatmap": tf.constant(heat),
+            "valid": tf.constant(1.0), "label": tf.constant(1), "mask": tf.constant(1.0)}
+
+
+NO_PHOTOMETRY = dict(color_jitter_prob=0.0, grayscale_prob=0.0, erase_prob=0.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_geometric_augmentation_moves_image_and_heatmap_together(seed):
+    cfg = input_config(rotation_prob=1.0, rotation_deg=15.0, crop_scale_min=0.6, **NO_PHOTOMETRY)
+    out = input_pipeline.augment(example(), tf.constant([seed, 7], tf.int64), cfg)
+    np.testing.assert_allclose(out["image"][..., 0].numpy(), out["heatmap"].numpy(), atol=1e-5)
+    assert not np.allclose(out["heatmap"].numpy(), example()["heatmap"].numpy())
+
+
+def test_flip_only_mirrors_image_and_heatmap_exactly():
+    cfg = input_config(rotation_prob=0.0, crop_scale_min=1.0, **NO_PHOTOMETRY)
+    ex = example()
+    seen = set()
+    for seed in range(8):
+        out = input_pipeline.augment(ex, tf.constant([seed, 0], tf.int64), cfg)
+        flipped = np.allclose(out["heatmap"].numpy(), ex["heatmap"].numpy()[:, ::-1], atol=1e-5)
+        same = np.allclose(out["heatmap"].numpy(), ex["heatmap"].numpy(), atol=1e-5)
+        assert flipped or same
+        seen.add(flipped)
+        np.testing.assert_allclose(out["image"].numpy()[..., 0], out["heatmap"].numpy(), atol=1e-5)
+    assert seen == {True, False}  # both happen over 8 seeds
+
+
+def test_photometric_augmentation_never_touches_the_heatmap():
+    cfg = input_config(rotation_prob=0.0, crop_scale_min=1.0, hflip=False, color_jitter_prob=1.0,
+                       grayscale_prob=1.0, erase_prob=1.0)
+    ex = example()
+    out = input_pipeline.augment(ex, tf.constant([3, 3], tf.int64), cfg)
+    np.testing.assert_allclose(out["heatmap"].numpy(), ex["heatmap"].numpy(), atol=1e-5)
+    assert not np.allclose(out["image"].numpy(), ex["image"].numpy(), atol=1e-3)
+
+
+def test_train_batches_have_the_device_layout(tiny_config):
+    builder = input_pipeline.get_builder(tiny_config.dataset)
+    batch = next(input_pipeline.train_batches(builder, tiny_config, 8, 16, seed=0))
+    assert batch["image"].shape == (8, 2, 32, 32, 3)
+    assert batch["heatmap"].shape == (8, 2, 32, 32)
+    assert batch["label"].shape == batch["valid"].shape == batch["mask"].shape == (8, 2)
+    assert batch["heatmap"].min() >= 0.0 and batch["heatmap"].max() <= 1.0
+
+
+def test_evaluation_covers_every_example_exactly_once(tiny_config):
+    builder = input_pipeline.get_builder(tiny_config.dataset)
+    # 56 test examples in batches of 24: 3 batches, the last padded with 16 masked rows.
+    batches, steps = input_pipeline.eval_batches(builder, tiny_config, "test", 8, 24)
+    got = list(batches)
+    assert steps == len(got) == 3
+    mask = np.concatenate([b["mask"].reshape(-1) for b in got])
+    labels = np.concatenate([b["label"].reshape(-1) for b in got])
+    assert mask.sum() == 56 and mask[:56].all() and not mask[56:].any()
+    reference = [ex["label"] for ex in tfds.as_numpy(builder.as_dataset(split="test"))]
+    np.testing.assert_array_equal(labels[:56], reference)
+
+
+def test_missing_real_dataset_names_the_build_command(tmp_path):
+    c = config_schema.defaults().dataset
+    c.name = "synthetic_faces/tiny"
+    c.data_dir = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"python -m data_prep.build --dataset="):
+        input_pipeline.get_builder(c, build_if_missing=False)
