@@ -21,6 +21,6 @@ def get_config():
     c.optim.schedule = "cosine"
     c.optim.warmup_epochs = 1.0
     c.train.batch_size = 64
-    c.train.num_epochs = 12.0
+    c.train.num_epochs = 30.0
     c.train.checkpoint_every_steps = 200
     return c

@@ -109,6 +109,13 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
                             boolean),
         "dtype": Field("float32", "Compute dtype ('bfloat16' = mixed precision).",
                        one_of("float32", "bfloat16")),
+        "vit_head": Field("gap", "ViT head: 'gap' (mean of patch tokens, CAM-ready) or 'token'.",
+                          one_of("gap", "token")),
+        "vit_pos_size": Field(224, "ViT: image size of the stored position-embedding grid "
+                              "(the pretraining size; resampled to other inputs).",
+                              number(8, 4096, integer=True)),
+        "dropout": Field(0.0, "ViT dropout rate.", number(0, 1)),
+        "drop_path": Field(0.0, "ViT stochastic depth of the last block.", number(0, 1)),
     },
     "align": {
         "weight": Field(4.0, "lambda: weight of the AU alignment loss (0 = CE only).",

@@ -1,7 +1,7 @@
 """Converts a timm `.safetensors` or Google ViT/AugReg `.npz` file once into fer_jax's format.
 
   python -m fer_jax.convert_weights --model=resnet50 --input=resnet50.safetensors \
-      --output=weights/ --num_classes=7 [--image_size=224] [--vit_head=gap]
+      --output=weights/ --num_classes=7 [--image_size=224] [--vit_head=gap] [--list_loaded]
 
 Writes `OUTPUT/{model}_{num_classes}cls.npz` (see `fer_jax.weights.save`: an
 uncompressed npz of 'params/...' and 'batch_stats/...' arrays) and prints what it
@@ -22,7 +22,8 @@ from fer_jax.models import MODELS, vit
 
 
 def convert_file(model_name: str, input_path: str, output_dir: str, num_classes: int,
-                 image_size: int = 224, vit_head: str = "gap", seed: int = 0) -> str:
+                 image_size: int = 224, vit_head: str = "gap", seed: int = 0,
+                 list_loaded: bool = False) -> str:
     """Converts `input_path` for `MODELS[model_name]`; returns the written file's path.
 
     image_size: ViT pretraining size kept in the file (pos_embed grid = image_size / patch);
@@ -41,7 +42,7 @@ def convert_file(model_name: str, input_path: str, output_dir: str, num_classes:
     output = os.path.join(output_dir, f"{model_name}_{num_classes}cls.npz")
     weights.save(new, output, model_name)
     print(f"{input_path} -> {output} ({model_name}, {num_classes} classes)")
-    print(report.summary())
+    print(report.summary(list_loaded))
     return output
 
 
@@ -56,10 +57,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="ViT only: size whose patch grid the stored pos_embed gets")
     parser.add_argument("--vit_head", choices=("gap", "token"), default="gap",
                         help="ViT only: head type (does not change the parameters)")
+    parser.add_argument("--list_loaded", action="store_true",
+                        help="also print every loaded model path")
     args = parser.parse_args(argv)
     try:
         convert_file(args.model, args.input, args.output, args.num_classes, args.image_size,
-                     args.vit_head)
+                     args.vit_head, list_loaded=args.list_loaded)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

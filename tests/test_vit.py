@@ -1,5 +1,4 @@
 """fer_jax.models.vit: shapes, named token grids, CAM identity, resampling, options."""
-import types
 
 import flax.linen as nn
 import jax
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 
 from fer_jax import alignment
+from fer_jax import config_schema
 from fer_jax.models import create_model, vit
 
 
@@ -179,12 +179,14 @@ def test_bad_arguments_name_the_value(variables):
 
 
 def test_create_model_builds_vits_from_config_fields():
-    cfg = types.SimpleNamespace(name="deit_tiny_patch16", width=64, large_maps=True,
-                                dtype="bfloat16", vit_head="token", vit_pretrain_size=160,
-                                dropout=0.1, drop_path=0.05)
+    cfg = config_schema.defaults().model
+    cfg.update(dict(name="deit_tiny_patch16", dtype="bfloat16", vit_head="token",
+                    vit_pos_size=160, dropout=0.1, drop_path=0.05))
     model = create_model(cfg, num_classes=7)
     assert isinstance(model, vit.ViT)
     assert (model.embed_dim, model.num_heads, model.head, model.image_size) == (192, 3, "token", 160)
     assert model.dtype == jnp.bfloat16 and model.cam_layer == "block11"
-    plain = create_model(types.SimpleNamespace(name="vit_base_patch32", dtype="float32"), 7)
+    cfg = config_schema.defaults().model
+    cfg.name = "vit_base_patch32"
+    plain = create_model(cfg, 7)
     assert (plain.patch_size, plain.head, plain.image_size, plain.dropout) == (32, "gap", 224, 0.0)

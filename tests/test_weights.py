@@ -310,7 +310,7 @@ def test_convert_weights_cli_writes_a_loadable_file(tmp_path, capsys):
     src = str(tmp_path / "ViT-Ti_16.npz")
     np.savez(src, **tensors)
     out_dir = tmp_path / "out"
-    rc = convert_weights.main([f"--model=vit_tiny_patch16", f"--input={src}", f"--output={out_dir}",
+    rc = convert_weights.main(["--model=vit_tiny_patch16", f"--input={src}", f"--output={out_dir}",
                                "--num_classes=7", "--image_size=160"])
     printed = capsys.readouterr().out
     assert rc == 0, printed

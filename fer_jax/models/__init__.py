@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from fer_jax.models import resnet, vit
 
-# name -> constructor(num_classes, width, large_maps, dtype, bn_axis_name)
+# name -> linen module constructor (keyword arguments: see create_model)
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
@@ -33,11 +33,8 @@ def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None =
             large_maps=model_config.large_maps, dtype=_DTYPES[model_config.dtype],
             bn_axis_name=bn_axis_name)
     if name in vit.VIT_MODELS:
-        # Optional ViT fields; absent ones take the defaults below.
         return MODELS[name](
             num_classes=num_classes, dtype=_DTYPES[model_config.dtype],
-            head=getattr(model_config, "vit_head", "gap"),
-            image_size=getattr(model_config, "vit_pretrain_size", 224),
-            dropout=getattr(model_config, "dropout", 0.0),
-            drop_path=getattr(model_config, "drop_path", 0.0))
+            head=model_config.vit_head, image_size=model_config.vit_pos_size,
+            dropout=model_config.dropout, drop_path=model_config.drop_path)
     return MODELS[name](num_classes=num_classes, dtype=_DTYPES[model_config.dtype])

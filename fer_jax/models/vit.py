@@ -14,7 +14,7 @@ parameter-free modules that sit *on* the forward path (tokens -> grid -> module
 gradient-based CAMs see a non-zero gradient.
 """
 import functools
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Tuple
 
 import flax.linen as nn
 import jax
@@ -257,6 +257,8 @@ class ViT(nn.Module):
 
 # (patch_size, embed_dim, depth, num_heads); DeiT (without distillation token) is the same network.
 _VARIANTS = {
+    # A small ViT for CPU runs on 64 px synthetic faces (an 8x8 token grid).
+    "vit_micro_patch8": (8, 128, 6, 4),
     "vit_tiny_patch16": (16, 192, 12, 3),
     "vit_small_patch16": (16, 384, 12, 6),
     "vit_base_patch16": (16, 768, 12, 12),

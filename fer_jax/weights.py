@@ -1,0 +1,445 @@
+"""Pretrained weights -> fer_jax variables: timm safetensors, Google ViT/AugReg npz, converted npz.
+
+Supported files (format chosen by extension):
+  *.safetensors   timm / torchvision state dicts of resnet18/34/50 and
+                  vit/deit_{tiny,small,base}_patch16 (+ vit_base_patch32). Read
+                  with `safetensors.numpy`: PyTorch is not needed.
+  *.npz           Google ViT / AugReg checkpoints (`embedding/kernel`, `cls`,
+                  `Transformer/encoderblock_{i}/...`, optionally under `opt/target/`),
+                  or a file written by `save` (marked by the `__fer_jax_format__` key).
+
+Conversions: torch conv OIHW -> HWIO, Linear (out, in) -> (in, out), timm's fused
+`qkv` -> separate (D, heads, head_dim) query/key/value kernels, BatchNorm
+running_mean/var -> `batch_stats` mean/var. The classifier head is kept from the
+given (freshly initialised) variables when the number of classes differs or the
+file has none; position embeddings on another grid are resampled as timm does.
+Everything else must match: any missing, unexpected or mis-shaped parameter is
+reported in a single `CheckpointMismatchError`.
+"""
+import dataclasses
+import json
+import logging
+import os
+import re
+import struct
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import traverse_util
+
+from fer_jax.models import vit as vit_lib
+
+_LOG = logging.getLogger(__name__)
+
+Key = Tuple[str, ...]          # (collection, module, ..., leaf), e.g. ("params", "head", "kernel")
+Variables = Dict[str, Any]     # {"params": ..., "batch_stats": ...} nested dicts of arrays
+
+FORMAT_KEY = "__fer_jax_format__"   # marks (and versions) files written by `save`
+MODEL_KEY = "__fer_jax_model__"
+_FORMAT_VERSION = 1
+_HEAD = "head"                      # ResNet.head_name == ViT.head_name
+
+# torch BatchNorm tensor suffix -> (flax collection, leaf)
+_BN_LEAVES = {
+    "weight": ("params", "scale"), "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var"),
+}
+_LN_LEAVES = {"weight": "scale", "bias": "bias"}
+
+
+class CheckpointMismatchError(ValueError):
+    """A weights file does not fit the model; lists every difference at once."""
+
+    def __init__(self, path: str, missing: Sequence[str], unexpected: Sequence[str],
+                 misshaped: Sequence[str]):
+        self.missing, self.unexpected, self.misshaped = list(missing), list(unexpected), list(misshaped)
+        lines = [f"weights file {path!r} does not match the model:"]
+        for title, items in (("missing (in the model, not in the file)", self.missing),
+                             ("unexpected (in the file, not in the model)", self.unexpected),
+                             ("mis-shaped", self.misshaped)):
+            lines.append(f"  {title}: {len(items)}")
+            lines.extend(f"    {item}" for item in items)
+        super().__init__("\n".join(lines))
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What `convert` did, one entry per model tensor or file key."""
+    loaded: List[str] = dataclasses.field(default_factory=list)         # model paths set from the file
+    reinitialised: List[str] = dataclasses.field(default_factory=list)  # kept from `variables`, with why
+    resampled: List[str] = dataclasses.field(default_factory=list)      # e.g. pos_embed grid changes
+    skipped: List[str] = dataclasses.field(default_factory=list)        # file keys ignored, with why
+
+    def summary(self, list_loaded: bool = False) -> str:
+        """Multi-line human-readable report (what `convert_weights` prints)."""
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if list_loaded:
+            lines.extend(f"  {item}" for item in self.loaded)
+        for title, items in (("re-initialised", self.reinitialised),
+                             ("resampled", self.resampled), ("skipped", self.skipped)):
+            lines.append(f"{title}: {len(items)}")
+            lines.extend(f"  {item}" for item in items)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def read_tensors(path: str) -> Dict[str, np.ndarray]:
+    """All tensors of a `.safetensors` or `.npz` file, by their key in the file."""
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    if ext == ".safetensors":
+        return _read_safetensors(path)
+    if ext == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    raise ValueError(f"weights file {path!r}: unknown extension {ext!r}; "
+                     "expected '.safetensors' (timm) or '.npz' (Google ViT/AugReg or fer_jax)")
+
+
+def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    from safetensors import numpy as st_numpy
+    try:
+        return dict(st_numpy.load_file(path))
+    except KeyError as err:
+        # safetensors.numpy has no bfloat16 (NumPy lacks it); those files are
+        # read directly: 8-byte header length, JSON header, raw little-endian data.
+        if "BF16" not in str(err):
+            raise
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+        data = f.read()
+    dtypes = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32, "F64": np.float64,
+              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+              "BOOL": np.bool_}
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if info["dtype"] not in dtypes:
+            raise ValueError(f"{path!r}: tensor {key!r} has unsupported dtype {info['dtype']!r}")
+        start, end = info["data_offsets"]
+        out[key] = np.frombuffer(data[start:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+# ----------------------------------------------------------------------------- key mappings
+# A mapping takes (file key, tensor, shape_of) and returns [(model key, value), ...],
+# or None when it does not know the key (-> "unexpected"). `shape_of(model key)`
+# gives the model's shape (or None) where a split needs it (heads of timm's qkv).
+
+Mapped = Optional[List[Tuple[Key, np.ndarray]]]
+ShapeOf = Callable[[Key], Optional[Tuple[int, ...]]]
+
+
+def _oihw_to_hwio(w: np.ndarray) -> np.ndarray:
+    return np.transpose(w, (2, 3, 1, 0))
+
+
+def _timm_resnet(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
+    """torchvision-layout ResNet (timm resnet18/34/50) -> fer_jax.models.resnet."""
+    if key == "conv1.weight":
+        return [(("params", "stem", "conv", "kernel"), _oihw_to_hwio(w))]
+    if key in ("fc.weight", "fc.bias"):
+        return [(("params", _HEAD, "kernel" if key.endswith("weight") else "bias"),
+                 w.T if w.ndim == 2 else w)]
+    m = re.fullmatch(r"(bn1|layer(\d)\.(\d+)\.(bn\d|downsample\.1))\.(\w+)", key)
+    if m and m.group(5) in _BN_LEAVES:
+        if m.group(1) == "bn1":
+            module = ("stem", "bn")
+        else:
+            bn = "downsample_bn" if m.group(4) == "downsample.1" else m.group(4)
+            module = (f"stage{m.group(2)}", f"block{m.group(3)}", bn)
+        collection, leaf = _BN_LEAVES[m.group(5)]
+        return [((collection,) + module + (leaf,), w)]
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|downsample\.0)\.weight", key)
+    if m:
+        conv = "downsample_conv" if m.group(3) == "downsample.0" else m.group(3)
+        return [(("params", f"stage{m.group(1)}", f"block{m.group(2)}", conv, "kernel"),
+                 _oihw_to_hwio(w))]
+    return None
+
+
+def _split_heads(kernel_in_out: np.ndarray, target: Optional[Tuple[int, ...]]) -> np.ndarray:
+    """(D_in, D_out) -> the model's (D_in, heads, head_dim) when the sizes allow it."""
+    if target is not None and len(target) == 3 and target[1] * target[2] == kernel_in_out.shape[1]:
+        return kernel_in_out.reshape(kernel_in_out.shape[0], target[1], target[2])
+    return kernel_in_out   # left as is: reported as mis-shaped
+
+
+def _timm_vit(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
+    """timm VisionTransformer (vit_*/deit_* with class token) -> fer_jax.models.vit."""
+    simple = {
+        "patch_embed.proj.bias": ("patch_embed", "bias"),
+        "cls_token": ("cls_token",), "pos_embed": ("pos_embed",),
+        "norm.weight": ("encoder_norm", "scale"), "norm.bias": ("encoder_norm", "bias"),
+        "head.bias": (_HEAD, "bias"),
+    }
+    if key in simple:
+        return [(("params",) + simple[key], w)]
+    if key == "patch_embed.proj.weight":
+        return [(("params", "patch_embed", "kernel"), _oihw_to_hwio(w))]
+    if key == "head.weight":
+        return [(("params", _HEAD, "kernel"), w.T)]
+    m = re.fullmatch(r"blocks\.(\d+)\.(norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(weight|bias)", key)
+    if not m:
+        return None
+    block, module, leaf = ("params", f"encoder{m.group(1)}"), m.group(2), m.group(3)
+    if module.startswith("norm"):
+        return [(block + (module, _LN_LEAVES[leaf]), w)]
+    if module.startswith("mlp"):
+        return [(block + ("mlp", module[4:], "kernel" if leaf == "weight" else "bias"),
+                 w.T if leaf == "weight" else w)]
+    attn = block + ("attn",)
+    if module == "attn.proj":
+        if leaf == "bias":
+            return [(attn + ("out", "bias"), w)]
+        target = shape_of(attn + ("out", "kernel"))
+        kernel = w.T   # (heads * head_dim, D)
+        if target is not None and len(target) == 3 and target[0] * target[1] == kernel.shape[0]:
+            kernel = kernel.reshape(target)
+        return [(attn + ("out", "kernel"), kernel)]
+    # attn.qkv: rows are [q; k; v], each (heads * head_dim) with heads outermost.
+    out = []
+    for name, part in zip(("query", "key", "value"), np.split(w, 3, axis=0)):
+        target = shape_of(attn + (name, "kernel"))
+        if leaf == "weight":
+            out.append((attn + (name, "kernel"), _split_heads(part.T, target)))
+        else:
+            heads_dims = None if target is None else tuple(target[1:])
+            bias = part.reshape(heads_dims) if heads_dims and np.prod(heads_dims) == part.size else part
+            out.append((attn + (name, "bias"), bias))
+    return out
+
+
+_GOOGLE_BLOCK_MODULES = {
+    "LayerNorm_0": ("norm1",), "LayerNorm_2": ("norm2",),
+    "MlpBlock_3/Dense_0": ("mlp", "fc1"), "MlpBlock_3/Dense_1": ("mlp", "fc2"),
+    **{f"MultiHeadDotProductAttention_1/{n}": ("attn", n) for n in ("query", "key", "value", "out")},
+}
+
+
+def _google_vit(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
+    """Google ViT / AugReg npz (flax names, already HWIO / (in, out)) -> fer_jax.models.vit."""
+    simple = {
+        "embedding/kernel": ("patch_embed", "kernel"), "embedding/bias": ("patch_embed", "bias"),
+        "cls": ("cls_token",), "Transformer/posembed_input/pos_embedding": ("pos_embed",),
+        "Transformer/encoder_norm/scale": ("encoder_norm", "scale"),
+        "Transformer/encoder_norm/bias": ("encoder_norm", "bias"),
+        "head/kernel": (_HEAD, "kernel"), "head/bias": (_HEAD, "bias"),
+    }
+    if key in simple:
+        return [(("params",) + simple[key], w)]
+    m = re.fullmatch(r"Transformer/encoderblock_(\d+)/(.+)/(kernel|bias|scale)", key)
+    if m and m.group(2) in _GOOGLE_BLOCK_MODULES:
+        return [(("params", f"encoder{m.group(1)}") + _GOOGLE_BLOCK_MODULES[m.group(2)]
+                 + (m.group(3),), w)]
+    return None
+
+
+def _fer_jax(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
+    """A file written by `save`: keys are already 'collection/module/.../leaf'."""
+    return [(tuple(key.split("/")), w)]
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def _family(model_name: str) -> str:
+    if model_name.startswith("resnet"):
+        return "resnet"
+    if model_name.startswith(("vit_", "deit_")):
+        return "vit"
+    raise ValueError(f"model_name={model_name!r}: expected a resnet*, vit_* or deit_* model")
+
+
+def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
+                  ) -> Tuple[Callable[..., Mapped], Dict[str, np.ndarray], List[str], str]:
+    """-> (mapping, tensors to map, skipped notes, pos-embed resampling method)."""
+    family = _family(model_name)
+    if FORMAT_KEY in tensors:
+        version = int(tensors[FORMAT_KEY])
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"{path!r}: fer_jax weights format {version}, expected {_FORMAT_VERSION}")
+        saved_name = str(tensors.get(MODEL_KEY, model_name))
+        if saved_name != model_name:
+            raise ValueError(f"{path!r} holds weights of model {saved_name!r}, not {model_name!r}")
+        rest = {k: v for k, v in tensors.items() if k not in (FORMAT_KEY, MODEL_KEY)}
+        return _fer_jax, rest, [], "bicubic"
+    if path.lower().endswith(".safetensors"):
+        # num_batches_tracked only drives torch's momentum=None averaging; flax has no use for it.
+        rest = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
+        skipped = [f"{k} (BatchNorm counter, unused)" for k in tensors if k not in rest]
+        # timm's checkpoint_filter_fn resamples pos_embed bicubic with antialias.
+        return (_timm_resnet if family == "resnet" else _timm_vit), rest, skipped, "bicubic"
+    if family != "vit":
+        raise ValueError(f"{path!r}: Google .npz checkpoints are ViTs; model {model_name!r} is not")
+    prefix = next((p for p in ("", "opt/target/", "params/") if f"{p}embedding/kernel" in tensors), None)
+    if prefix is None:
+        raise ValueError(f"{path!r}: no 'embedding/kernel' (nor under 'opt/target/' or 'params/'); "
+                         "not a Google ViT/AugReg checkpoint or a fer_jax file")
+    rest, skipped = {}, []
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            skipped.append(f"{key} (outside the model's '{prefix}' prefix, e.g. optimizer state)")
+        elif key[len(prefix):].startswith("pre_logits/"):
+            # The tanh representation layer of the original in21k ViTs; timm drops it too.
+            skipped.append(f"{key} (pre-logits layer, dropped with the head as timm does)")
+        else:
+            rest[key[len(prefix):]] = value
+    # timm's _load_weights resamples npz position embeddings bilinear without antialias.
+    return _google_vit, rest, skipped, "bilinear"
+
+
+def _grid_of(pos_shape: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
+    """Square patch grid of a (1, 1 + n*n, D) pos_embed, or None."""
+    if len(pos_shape) != 3 or pos_shape[0] != 1:
+        return None
+    side = int(round((pos_shape[1] - 1) ** 0.5))
+    return (side, side) if side * side == pos_shape[1] - 1 else None
+
+
+def convert(variables: Mapping[str, Any], tensors: Mapping[str, np.ndarray], path: str,
+            model_name: str, num_classes: int) -> Tuple[Variables, LoadReport]:
+    """Maps a file's tensors onto `variables`; see `load_pretrained`.
+
+    Args:
+      variables: the model's initialised variables ({"params", "batch_stats"?}).
+      tensors: {file key: array}, as from `read_tensors(path)`.
+      path: the file's path (chooses the key layout by extension; used in messages).
+      model_name: fer_jax.models name of the model (e.g. "resnet50", "vit_small_patch16").
+      num_classes: classes of the model; the head is kept from `variables` when the file's differs.
+    Returns:
+      (new variables with the same tree and dtypes as `variables`, report).
+    Raises:
+      CheckpointMismatchError listing missing, unexpected and mis-shaped parameters.
+    """
+    targets: Dict[Key, Any] = traverse_util.flatten_dict(
+        {c: dict(v) for c, v in variables.items() if c in ("params", "batch_stats")})
+    head_kernel = targets.get(("params", _HEAD, "kernel"))
+    if head_kernel is None or head_kernel.shape[-1] != num_classes:
+        raise ValueError(f"variables do not belong to a model with num_classes={num_classes} "
+                         f"(head kernel: {None if head_kernel is None else head_kernel.shape})")
+    mapping, to_map, skipped, resample_method = _pick_mapping(tensors, path, model_name)
+    report = LoadReport(skipped=skipped)
+
+    def shape_of(key: Key) -> Optional[Tuple[int, ...]]:
+        return tuple(targets[key].shape) if key in targets else None
+
+    provided: Dict[Key, Tuple[str, np.ndarray]] = {}
+    unexpected, misshaped = [], []
+    for file_key, value in to_map.items():
+        entries = mapping(file_key, np.asarray(value), shape_of)
+        if entries is None:
+            unexpected.append(f"{file_key} {tuple(value.shape)}")
+            continue
+        for key, array in entries:
+            if key not in targets:
+                unexpected.append(f"{file_key} {tuple(value.shape)} -> {'/'.join(key)}")
+            else:
+                provided[key] = (file_key, array)
+
+    # The head: re-initialised when the file's class count differs or it has none.
+    head_keys = [k for k in targets if k[:2] == ("params", _HEAD)]
+    file_head = {k: provided[k] for k in head_keys if k in provided}
+    if not file_head:
+        report.reinitialised.extend(f"{'/'.join(k)} (the file has no classifier head)" for k in head_keys)
+    elif any(a.shape[-1:] != targets[k].shape[-1:] for k, (_, a) in file_head.items()):
+        n_file = next(iter(file_head.values()))[1].shape[-1]
+        for k in head_keys:
+            provided.pop(k, None)
+            report.reinitialised.append(
+                f"{'/'.join(k)} (file has {n_file} classes, model has {num_classes})")
+
+    # Position embeddings learned on another grid: resampled as timm does for this format.
+    pos_key = ("params", "pos_embed")
+    if pos_key in provided and pos_key in targets:
+        file_key, pos = provided[pos_key]
+        old, new = _grid_of(pos.shape), _grid_of(tuple(targets[pos_key].shape))
+        if old and new and old != new and pos.shape[-1] == targets[pos_key].shape[-1]:
+            pos = np.asarray(vit_lib.resample_pos_embed(
+                jnp.asarray(pos, jnp.float32), new, old, method=resample_method,
+                antialias=resample_method == "bicubic"))
+            provided[pos_key] = (file_key, pos)
+            report.resampled.append(
+                f"pos_embed grid {old[0]}x{old[1]} -> {new[0]}x{new[1]} ({resample_method})")
+
+    for key, (file_key, array) in provided.items():
+        if tuple(array.shape) != tuple(targets[key].shape):
+            misshaped.append(f"{file_key} -> {'/'.join(key)}: file {tuple(array.shape)} "
+                             f"(converted), model {tuple(targets[key].shape)}")
+    missing = [f"{'/'.join(k)} {tuple(targets[k].shape)}" for k in targets
+               if k not in provided and k not in head_keys]
+    if missing or unexpected or misshaped:
+        raise CheckpointMismatchError(path, missing, unexpected, misshaped)
+
+    flat = {}
+    for key, target in targets.items():
+        if key in provided:
+            flat[key] = jnp.asarray(provided[key][1], dtype=target.dtype)
+            report.loaded.append("/".join(key))
+        else:
+            flat[key] = target
+    new = traverse_util.unflatten_dict(flat)
+    # Collections other than params/batch_stats (none today) pass through untouched.
+    out = {c: v for c, v in variables.items()}
+    out.update(new)
+    return out, report
+
+
+def load_pretrained(variables: Mapping[str, Any], path: str, model_name: str, num_classes: int,
+                    log: Callable[[str], None] = _LOG.info) -> Variables:
+    """Returns `variables` with every tensor of the weights file at `path` loaded.
+
+    Args:
+      variables: initialised variables of the model (`model.init(...)`): their
+        head is kept when the file's class count differs; they fix shapes and dtypes.
+      path: `.safetensors` (timm) or `.npz` (Google ViT/AugReg, or written by `save`).
+      model_name: the fer_jax.models name, e.g. "resnet50" or "deit_small_patch16".
+      num_classes: classes of the model (K of the head kernel (D, K)).
+      log: receives one line per re-initialised / resampled / skipped item.
+    Returns:
+      A new {"params", "batch_stats"?} dict; `variables` is not modified.
+    """
+    new, report = convert(variables, read_tensors(path), path, model_name, num_classes)
+    log(f"loaded {len(report.loaded)} tensors from {path}")
+    for note in report.reinitialised:
+        log(f"re-initialised {note}")
+    for note in report.resampled:
+        log(f"resampled {note}")
+    for note in report.skipped:
+        log(f"skipped {note}")
+    return new
+
+
+# ----------------------------------------------------------------------------- fer_jax format
+
+def save(variables: Mapping[str, Any], path: str, model_name: str) -> None:
+    """Writes params + batch_stats as an uncompressed `.npz` of 'collection/module/.../leaf' keys.
+
+    The file also holds `__fer_jax_format__` (version) and `__fer_jax_model__`
+    (the model name), so `load_pretrained` and `load` recognise it.
+    """
+    if not path.endswith(".npz"):
+        raise ValueError(f"path={path!r}: fer_jax weights files end in '.npz'")
+    flat = traverse_util.flatten_dict(
+        {c: dict(v) for c, v in variables.items() if c in ("params", "batch_stats")}, sep="/")
+    arrays = {k: np.asarray(v) for k, v in flat.items()}
+    arrays[FORMAT_KEY] = np.asarray(_FORMAT_VERSION)
+    arrays[MODEL_KEY] = np.asarray(model_name)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load(path: str) -> Tuple[Variables, str]:
+    """Reads a file written by `save` -> (nested {"params", "batch_stats"?} of NumPy arrays, model name)."""
+    tensors = read_tensors(path)
+    if FORMAT_KEY not in tensors:
+        raise ValueError(f"{path!r} was not written by fer_jax.weights.save "
+                         "(use load_pretrained for timm / Google files)")
+    name = str(tensors.pop(MODEL_KEY))
+    tensors.pop(FORMAT_KEY)
+    return traverse_util.unflatten_dict(tensors, sep="/"), name
