@@ -36,6 +36,10 @@ setuptools.setup(
         "test": [
             "pytest>=7",
             "scikit-image>=0.22",
+            # Parity tests against the reference implementations (CPU is enough).
+            "torch==2.14.1",
+            "torchvision==0.29.1",
+            "timm>=1.0,<2",
         ],
     },
 )

@@ -5,7 +5,7 @@ never add keys. `validate(config)` runs before anything else and fails with a
 message naming the bad key and what is allowed.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import ml_collections
 

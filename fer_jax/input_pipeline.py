@@ -11,7 +11,7 @@ TensorFlow runs on the CPU only: accelerators belong to JAX.
 """
 import math
 import os
-from typing import Any, Dict, Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
 import ml_collections
 import numpy as np

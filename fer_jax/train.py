@@ -12,7 +12,6 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from absl import logging
-import flax
 import flax.linen as nn
 from flax.training import train_state
 import jax
@@ -41,13 +40,9 @@ def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
     if config.init_from:
         from fer_jax import weights  # only needed when starting from a file
         variables = weights.load_pretrained(variables, config.init_from, config.model.name,
-                                            model_num_classes(model))
+                                            model.num_classes)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables.get("batch_stats", {}))
-
-
-def model_num_classes(model: nn.Module) -> int:
-    return model.num_classes
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:

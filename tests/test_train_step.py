@@ -84,3 +84,20 @@ def test_zero_weight_captures_nothing_and_trains_on_cross_entropy_only(reference
     assert m["align"] == 0.0
     np.testing.assert_allclose(m["loss"], m["ce"], rtol=1e-6)
     np.testing.assert_allclose(m["ce"], ref_metrics["ce"], rtol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_loss(reference):
+    _, ref_metrics = reference
+    model = resnet.ResNet18(num_classes=7, width=4, large_maps=True, dtype=jnp.bfloat16,
+                            bn_axis_name=data_parallel.AXIS)
+    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    state = train.TrainState.create(apply_fn=model.apply, params=v["params"],
+                                    batch_stats=v["batch_stats"], tx=optax.sgd(1.0))
+    dp = data_parallel.DataParallel(devices=jax.devices()[:1])
+    step = dp.wrap(functools.partial(train.train_step, align_layers=("stage3", "stage4"),
+                                     align_weight=3.0))
+    batch = {k: v[None] for k, v in make_batch().items()}
+    new, m = step(dp.replicate(state), dp.shard(batch))
+    m = jax.device_get(dp.unreplicate(m))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(dp.unreplicate(new).params))
+    np.testing.assert_allclose(m["loss"], ref_metrics["loss"], rtol=0.05)

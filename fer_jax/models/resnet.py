@@ -6,7 +6,7 @@ pooling, `head`. Each stage is its own module, so `capture_intermediates`
 records its (B, H, W, C) output under the stage's name.
 """
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
