@@ -63,7 +63,8 @@ def write_image(path: str, rgb: np.ndarray, quality: int = 95) -> str:
     """Writes RGB (or grey (H, W)) uint8 `rgb` to `path` (format from the extension)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(path, data, [cv2.IMWRITE_JPEG_QUALITY, quality]):
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if path.lower().endswith((".jpg", ".jpeg")) else []
+    if not cv2.imwrite(path, data, params):
         raise OSError(f"could not write {path}")
     return path
 
@@ -158,9 +159,9 @@ def _affectnet_csv_row(rel: str, raw: int, box, points: Optional[np.ndarray]) ->
 def _variant_landmarks(kind: str) -> np.ndarray:
     """Dataset landmarks of a variant (same geometric transform as the image)."""
     pts = astronaut_landmarks().astype(np.float64)
-    if kind == "flip":
-        pts = pts.copy()
-        pts[:, 0] = 511 - pts[:, 0]
+    if kind == "flip":  # mirrored and renumbered: iBUG order, as datasets ship them
+        from data_prep import heatmaps
+        pts = heatmaps.flip_landmarks_horizontally(pts, 512)
     elif kind == "small":
         pts = (pts + 0.5) / 2 - 0.5
     elif kind == "rot":
@@ -235,6 +236,12 @@ FOLDER_CLASSES = {
     "neutral": ("orig",),
     "contempt": ("flip",),
 }
+
+
+def folder_kinds() -> Dict[str, str]:
+    """{"<class folder>/<file stem>": kind} of the files write_image_folder writes."""
+    return {f"{cls}/{cls.lower()}_{i:02d}": kind
+            for cls, kinds in FOLDER_CLASSES.items() for i, kind in enumerate(kinds)}
 
 
 def write_image_folder(root: str, split_level: bool = False) -> int:

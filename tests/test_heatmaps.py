@@ -1,6 +1,5 @@
 """rasterise lights exactly a class's AU regions, flips, scales and fails safely."""
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -164,12 +163,8 @@ def test_to_uint8_scales_to_a_single_channel_byte_image():
     assert u[..., 0].tolist() == [[0, 128], [255, 255]]
 
 
-def test_rasterise_takes_under_5ms_at_224():
-    lm = _frontal_face(224)
-    heatmaps.rasterise(lm, 4, (224, 224))
-    times = []
-    for _ in range(20):
-        t = time.perf_counter()
-        heatmaps.rasterise(lm, 4, (224, 224))  # Anger: 11 ellipses, among the most
-        times.append(time.perf_counter() - t)
-    assert np.median(times) < 5e-3
+def test_to_uint8_quantises_to_64_levels_within_two_grey_levels():
+    m = np.linspace(0.0, 1.0, 10_001, dtype=np.float32)[None]
+    u = heatmaps.to_uint8(m)[..., 0].astype(np.float64)
+    assert np.abs(u - m * 255.0).max() <= 2.0 + 1e-6
+    assert len(np.unique(u)) == 65  # 0, 4, ..., 252 and 255
