@@ -72,3 +72,25 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):
     results = json.load(open(tmp_path / "results.json"))
     assert results["train"]["steps"] == 140
     assert results["train"]["steps_this_run"] == 140 - saved
+
+
+def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
+    """fer_jax.main builds a folder of real face photos itself and trains on it."""
+    import fixtures_real as fx
+    root = str(tmp_path / "faces")
+    fx.write_image_folder(root)
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fer_jax.main", "--config=configs/default.py",
+           f"--workdir={workdir}", "--config.dataset.name=image_folder/112",
+           f"--config.dataset.manual_dir={root}", f"--config.dataset.data_dir={tmp_path / 'data'}",
+           "--config.dataset.image_size=64", "--config.model.width=4",
+           "--config.train.batch_size=4", "--config.eval.batch_size=4",
+           "--config.train.num_epochs=2", "--config.eval.num_plot_images=2"]
+    env = dict(os.environ, XLA_FLAGS="")
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(workdir / "results.json"))
+    report = json.load(open(tmp_path / "data" / "image_folder" / "112" / "1.0.0" /
+                            "build_report.json"))
+    assert results["num_examples"] == report["splits"]["test"]["examples"] > 0
+    assert (workdir / "attention.png").exists()
