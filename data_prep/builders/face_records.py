@@ -19,6 +19,7 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import warnings
@@ -321,7 +322,9 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, chunksize: int = 8,
     if workers <= 1:
         yield from map(fn, items)
         return
-    fork = "fork" in multiprocessing.get_all_start_methods()
+    # Fork is fast, but not under JAX (fer_jax.main building a dataset): JAX's
+    # runtime threads make forked children liable to deadlock, so spawn there.
+    fork = "fork" in multiprocessing.get_all_start_methods() and "jax" not in sys.modules
     ctx = multiprocessing.get_context("fork" if fork else "spawn")
     if fork:
         # Load dlib here once: forked workers share it, instead of each loading
