@@ -28,21 +28,24 @@ def eval_step(state, batch, *, layers: Sequence[str], cam_layer: str, head_name:
               ) -> Dict[str, Any]:
     """Per-sample predictions and cosines for one device's slice of the batch.
 
-    Returns pred (b,), att_cos {layer: (b,)}, cam_cos (b,).
+    Returns pred (b,), att_cos {layer: (b,)}, cam_cos {method: (b,)} for the
+    CAM methods "cam", "gradcam", "gradcam++", "layercam" of the true class.
     """
-    wanted = tuple(dict.fromkeys(tuple(layers) + (cam_layer,)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     logits, st = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"],
-        train=False, capture_intermediates=alignment.capture_filter(wanted),
-        mutable=["intermediates"])
-    inter = st["intermediates"]
+        variables, batch["image"], train=False,
+        capture_intermediates=alignment.capture_filter(tuple(layers)), mutable=["intermediates"])
     heat = batch["heatmap"]
-    cam = cams.class_activation_map(alignment.captured(inter, cam_layer),
-                                    state.params[head_name]["kernel"], batch["label"])
+    feats, grads, _ = cams.features_and_gradients(
+        state.apply_fn, variables, batch["image"], cam_layer, batch["label"])
+    maps = {"cam": cams.class_activation_map(feats, state.params[head_name]["kernel"],
+                                              batch["label"])}
+    maps.update({name: fn(feats, grads) for name, fn in cams.GRADIENT_CAMS.items()})
     return {
         "pred": jnp.argmax(logits, -1),
-        "att_cos": {n: alignment.att_cos(alignment.captured(inter, n), heat) for n in layers},
-        "cam_cos": cams.cam_cos(cam, heat),
+        "att_cos": {n: alignment.att_cos(alignment.captured(st["intermediates"], n), heat)
+                    for n in layers},
+        "cam_cos": {name: cams.cam_cos(m, heat) for name, m in maps.items()},
     }
 
 
@@ -105,7 +108,8 @@ def evaluate(model, state, builder, config: ml_collections.ConfigDict,
         "aligned_layers": list(config.align.layers),
         "att_cos": {n: cosine_score(merged["att_cos"][n][real], labels, valid, k)
                     for n in layers},
-        "cam_cos": {"cam": cosine_score(merged["cam_cos"][real], labels, valid, k)},
+        "cam_cos": {name: cosine_score(v[real], labels, valid, k)
+                    for name, v in merged["cam_cos"].items()},
         "cam_layer": model.cam_layer,
     }
 
@@ -123,7 +127,9 @@ def summary_line(results: Dict[str, Any]) -> str:
     att = ", ".join(f"{n} {results['att_cos'][n]:.3f}" for n in results["aligned_layers"])
     return (f"{results['split']}: accuracy {results['accuracy']:.4f} "
             f"(mean class {results['mean_class_accuracy']:.4f}) | ATT-COS {att} | "
-            f"CAM-COS {results['cam_cos']['cam']:.3f} | {results['num_examples']} examples")
+            f"CAM-COS {results['cam_cos']['cam']:.3f} (GradCAM {results['cam_cos']['gradcam']:.3f},"
+            f" GradCAM++ {results['cam_cos']['gradcam++']:.3f}, LayerCAM "
+            f"{results['cam_cos']['layercam']:.3f}) | {results['num_examples']} examples")
 
 
 def write_pictures(model, state, builder, config: ml_collections.ConfigDict,

@@ -196,7 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         _write_scalars(writer, num_steps, {
             "test/accuracy": results["accuracy"],
             **{f"test/att_cos/{k}": v for k, v in results["att_cos"].items()},
-            "test/cam_cos": results["cam_cos"]["cam"]})
+            **{f"test/cam_cos/{k}": v for k, v in results["cam_cos"].items()}})
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2, default=_jsonable)
         evaluate.write_pictures(model, state, builder, config, results, workdir)

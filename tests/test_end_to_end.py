@@ -25,7 +25,8 @@ def test_train_and_evaluate_writes_results_checkpoints_and_pictures(tiny_config,
     assert 0.0 <= on_disk["accuracy"] <= 1.0
     assert set(on_disk["att_cos"]) >= {"stem", "stage1", "stage2", "stage3", "stage4"}
     assert all(0.0 <= v <= 1.0 for v in on_disk["att_cos"].values())
-    assert 0.0 <= on_disk["cam_cos"]["cam"] <= 1.0
+    assert set(on_disk["cam_cos"]) == {"cam", "gradcam", "gradcam++", "layercam"}
+    assert all(0.0 <= v <= 1.0 for v in on_disk["cam_cos"].values())
     assert on_disk["train"]["steps"] == 112 // 16
     assert on_disk["train"]["examples_per_second"] > 0
     assert results["accuracy"] == on_disk["accuracy"]
