@@ -4,9 +4,14 @@ Reads the config file (overrides: --config.align.weight=0), then trains,
 evaluates and writes results.json, checkpoints, TensorBoard logs and pictures
 to the workdir.
 """
-from absl import app, flags, logging
-import jax
-from ml_collections import config_flags
+import os
+
+# TensorFlow (input pipeline only) need not announce its CPU kernels.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from absl import app, flags, logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs, results.json and plots go.")
@@ -18,8 +23,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # Only process 0 talks; the others log warnings and errors only.
-    if jax.process_index() != 0:
+    # Warnings and errors only unless --verbosity is given: orbax and TFDS log every
+    # step of their work at INFO; progress, resume notice and scores are printed.
+    # Processes other than 0 stay quiet in any case.
+    if jax.process_index() != 0 or not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX devices: %s", jax.devices())
     from fer_jax import train  # after flag parsing: keeps --help fast

@@ -199,8 +199,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             **{f"test/cam_cos/{k}": v for k, v in results["cam_cos"].items()}})
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2, default=_jsonable)
-        evaluate.write_pictures(model, state, builder, config, results, workdir)
+        pictures = evaluate.write_pictures(model, state, builder, config, results, workdir)
         print(evaluate.summary_line(results), flush=True)
+        print(f"Wrote {os.path.join(workdir, 'results.json')}, "
+              f"{', '.join(os.path.basename(p) for p in pictures)}, checkpoints/ and "
+              "tensorboard/ there.", flush=True)
     return results
 
 
