@@ -17,24 +17,33 @@ def attention_grid(images: np.ndarray, heatmaps: np.ndarray, valid: np.ndarray,
     """
     n = len(images)
     cols = ("image", "AU map", f"attention ({layer})", "CAM (true class)")
-    fig, axes = plt.subplots(n, 4, figsize=(4 * 1.9, n * 1.9), squeeze=False)
+    blocks = 2 if n > 8 else 1  # two faces side by side keep long lists readable
+    rows = -(-n // blocks)
+    fig, axes = plt.subplots(rows, 4 * blocks, figsize=(4 * blocks * 1.9, rows * 1.9),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     for i in range(n):
+        row, first = i % rows, 4 * (i // rows)
         truth, guess = class_names[int(labels[i])], class_names[int(preds[i])]
         overlays = (None, heatmaps[i] if valid[i] else None, attention[i], cams[i])
         for j, overlay in enumerate(overlays):
-            ax = axes[i, j]
+            ax = axes[row, first + j]
+            ax.axis("on")
             ax.imshow(images[i])
             if overlay is not None:
                 ax.imshow(overlay, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-            if i == 0:
+            if row == 0:
                 ax.set_title(cols[j], fontsize=8)
         mark = "" if truth == guess else "  [wrong]"
-        axes[i, 0].set_ylabel(f"{truth}\npred: {guess}{mark}", fontsize=7)
+        axes[row, first].set_ylabel(f"{truth}\npred: {guess}{mark}", fontsize=7)
         if not valid[i]:
-            axes[i, 1].text(0.5, 0.5, "no AU map\n(invalid)", ha="center", va="center",
-                            fontsize=7, color="white", transform=axes[i, 1].transAxes)
+            axes[row, first + 1].text(0.5, 0.5, "no AU map\n(invalid)", ha="center",
+                                      va="center", fontsize=7, color="black",
+                                      bbox={"facecolor": "white", "alpha": 0.7},
+                                      transform=axes[row, first + 1].transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
