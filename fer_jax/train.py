@@ -188,6 +188,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         if t_compile_done and steps_after_compile else None,
     }
 
+    results_path = os.path.join(workdir, "results.json")
+    if trained == 0 and os.path.exists(results_path):
+        # A finished run started again only re-evaluates: keep its training figures.
+        with open(results_path) as f:
+            train_info = json.load(f).get("train", train_info)
     state = dp.unreplicate(pstate)
     results = evaluate.evaluate(model, state, builder, config, dp, class_names)
     results["train"] = train_info
@@ -197,11 +202,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             "test/accuracy": results["accuracy"],
             **{f"test/att_cos/{k}": v for k, v in results["att_cos"].items()},
             **{f"test/cam_cos/{k}": v for k, v in results["cam_cos"].items()}})
-        with open(os.path.join(workdir, "results.json"), "w") as f:
+        with open(results_path, "w") as f:
             json.dump(results, f, indent=2, default=_jsonable)
         pictures = evaluate.write_pictures(model, state, builder, config, results, workdir)
         print(evaluate.summary_line(results), flush=True)
-        print(f"Wrote {os.path.join(workdir, 'results.json')}, "
+        print(f"Wrote {results_path}, "
               f"{', '.join(os.path.basename(p) for p in pictures)}, checkpoints/ and "
               "tensorboard/ there.", flush=True)
     return results

@@ -73,6 +73,13 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):
     results = json.load(open(tmp_path / "results.json"))
     assert results["train"]["steps"] == 140
     assert results["train"]["steps_this_run"] == 140 - saved
+    # Started once more, the finished run only re-evaluates and keeps its training figures.
+    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "Resumed from checkpoint at step 140 of 140." in third.stdout
+    again = json.load(open(tmp_path / "results.json"))
+    assert again["train"] == results["train"]
+    assert again["accuracy"] == results["accuracy"]
 
 
 def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
