@@ -15,13 +15,13 @@ import numpy as np
 from fer_jax import alignment, cams, data_parallel, input_pipeline, plots
 
 
-def reported_layers(model, state, config) -> List[str]:
-    """Top-level (B, H, W, C) layers plus any aligned nested ones, in model order."""
-    size = config.dataset.image_size
-    spatial = alignment.spatial_layers(
-        model, {"params": state.params, "batch_stats": state.batch_stats}, (size, size, 3))
+def reported_layers(spatial: Sequence[str], aligned: Sequence[str]) -> List[str]:
+    """Top-level (B, H, W, C) layers plus any aligned nested ones, in model order.
+
+    spatial: the model's (B, H, W, C) layers (alignment.spatial_layers).
+    """
     top = [n for n in spatial if "/" not in n]
-    return top + [n for n in config.align.layers if n not in top]
+    return top + [n for n in aligned if n not in top]
 
 
 def eval_step(state, batch, *, layers: Sequence[str], cam_layer: str, head_name: str
@@ -70,10 +70,14 @@ def cosine_score(values: np.ndarray, labels: np.ndarray, keep: np.ndarray,
 
 
 def evaluate(model, state, builder, config: ml_collections.ConfigDict,
-             dp: data_parallel.DataParallel, class_names: Sequence[str]) -> Dict[str, Any]:
-    """Evaluates `state` on config.dataset.eval_split; returns the results dict."""
+             dp: data_parallel.DataParallel, class_names: Sequence[str],
+             spatial: Sequence[str]) -> Dict[str, Any]:
+    """Evaluates `state` on config.dataset.eval_split; returns the results dict.
+
+    spatial: the model's (B, H, W, C) layer names, as alignment.spatial_layers gives.
+    """
     split = config.dataset.eval_split
-    layers = reported_layers(model, state, config)
+    layers = reported_layers(spatial, config.align.layers)
     step = dp.wrap(functools.partial(eval_step, layers=layers, cam_layer=model.cam_layer,
                                      head_name=model.head_name), replicated_out=False)
     local_batch = config.eval.batch_size // jax.process_count()

@@ -194,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         with open(results_path) as f:
             train_info = json.load(f).get("train", train_info)
     state = dp.unreplicate(pstate)
-    results = evaluate.evaluate(model, state, builder, config, dp, class_names)
+    results = evaluate.evaluate(model, state, builder, config, dp, class_names, layers)
     results["train"] = train_info
     results["config"] = config.to_dict()
     if is_main:
