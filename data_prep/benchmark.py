@@ -26,7 +26,7 @@ from absl import app, flags
 import cv2
 import numpy as np
 
-from data_prep import build, landmarks
+from data_prep import build, faces, landmarks
 from data_prep.builders import face_records, image_folder
 
 FLAGS = flags.FLAGS
@@ -49,7 +49,7 @@ def _faces(num: int, size: int, seed: int = 0):
     photo = skimage.data.astronaut()
     rng = np.random.default_rng(seed)
     x0, y0, x1, y1 = _FACE_BOX
-    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.3
+    cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * (1 + faces.FACE_MARGIN)
     for _ in range(num):
         s = side * rng.uniform(0.9, 1.1)
         dx, dy = rng.uniform(-0.05, 0.05, 2) * side
@@ -88,7 +88,8 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
         pass
     cpu_ms = (time.process_time() - cpu) / len(sample) * 1000
     # As image_folder does: look for the face in the whole photo first.
-    photos = face_records.RecordSettings(image_size=image_size, margin=0.3, find_face=True)
+    photos = face_records.RecordSettings(image_size=image_size, margin=faces.FACE_MARGIN,
+                                         find_face=True)
     start = time.perf_counter()
     for _ in face_records.ordered_map(face_records.RecordMaker(photos), tasks, workers):
         pass

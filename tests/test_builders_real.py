@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_prep import build, codebook, landmarks
-from data_prep.builders import affectnet, face_records, features, image_folder, rafdb
+from data_prep import build, codebook, faces, landmarks
+from data_prep.builders import affectnet, features, image_folder, rafdb
 
 try:
     from tests import fixtures_real as fx
@@ -99,7 +99,7 @@ def test_rafdb_counts_labels_sources(rafdb_built):
 def test_rafdb_crop_is_the_box_enlarged_by_30_percent(rafdb_built):
     ex = _examples(rafdb_built, "train")["train_00001"]
     image, box = fx.variant("orig")
-    x0, y0, x1, y1 = face_records.square_box(box, 0.3)
+    x0, y0, x1, y1 = faces.square_box(box, faces.FACE_MARGIN)
     expected = cv2.resize(image[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))],
                           (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     # JPEG q95 of the same crop: a few grey levels apart on average.
@@ -189,7 +189,7 @@ def test_affectnet_csv_7_classes(affectnet_csv_root, tmp_path):
         _check_face(ex)
     # Dataset landmarks follow the crop: the face box made square, resized to 96.
     ex = train["100/tra_000.jpg"]
-    x0, y0, x1, y1 = face_records.square_box(fx.FACE_BOX)
+    x0, y0, x1, y1 = faces.square_box(fx.FACE_BOX)
     expected = (fx.astronaut_landmarks() - [round(x0), round(y0)]) * SIZE / (x1 - x0)
     np.testing.assert_allclose(ex["landmarks"], expected, atol=1.5)
     report = _report(builder)["splits"]
@@ -313,55 +313,3 @@ def test_class_and_split_names_are_forgiving():
     assert 0.76 < shares.count("train") / len(shares) < 0.84
     assert image_folder.hashed_split("happy/x.jpg") == image_folder.hashed_split("happy/x.jpg")
 
-
-# --- reading and cropping ----------------------------------------------------
-
-def test_read_rgb_odd_images(tmp_path):
-    photo = fx.variant("small")[0]
-    grey = fx.write_image(str(tmp_path / "grey.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY))
-    cmyk = fx.write_cmyk_jpeg(str(tmp_path / "cmyk.jpg"), photo)
-    rgba = str(tmp_path / "rgba.png")
-    cv2.imwrite(rgba, np.dstack([photo[..., ::-1], np.full(photo.shape[:2], 7, np.uint8)]))
-    deep = str(tmp_path / "deep.png")
-    cv2.imwrite(deep, photo[..., ::-1].astype(np.uint16) * 257)
-    for path in (grey, cmyk, rgba, deep):
-        image, scale = face_records.read_rgb(path)
-        assert image.shape == (256, 256, 3) and image.dtype == np.uint8 and scale == 1.0, path
-    image, _ = face_records.read_rgb(cmyk)
-    assert np.abs(image.astype(int) - photo).mean() < 8  # colours survive CMYK
-    image, _ = face_records.read_rgb(deep)
-    np.testing.assert_array_equal(image, photo)
-
-
-def test_read_rgb_decodes_huge_jpegs_reduced(tmp_path):
-    big = cv2.resize(fx.astronaut(), (2048, 2048))
-    path = fx.write_image(str(tmp_path / "big.jpg"), big)
-    image, scale = face_records.read_rgb(path, max_pixels=300_000)
-    assert image.shape == (512, 512, 3) and scale == 0.25
-    image, scale = face_records.read_rgb(path)
-    assert image.shape == (2048, 2048, 3) and scale == 1.0
-
-
-def test_read_rgb_unreadable_names_the_file(tmp_path):
-    corrupt = fx.write_corrupt(str(tmp_path / "bad.jpg"))
-    with pytest.raises(face_records.UnreadableImage, match="bad.jpg"):
-        face_records.read_rgb(corrupt)
-    with pytest.raises(face_records.UnreadableImage, match="missing.jpg"):
-        face_records.read_rgb(str(tmp_path / "missing.jpg"))
-    (tmp_path / "empty.png").write_bytes(b"")
-    with pytest.raises(face_records.UnreadableImage, match="empty"):
-        face_records.read_rgb(str(tmp_path / "empty.png"))
-
-
-def test_crop_resize_pads_outside_and_maps_points():
-    image = np.full((100, 100, 3), 255, np.uint8)
-    crop, transform = face_records.crop_resize(image, (-50, 0, 50, 100), 50)
-    assert crop.shape == (50, 50, 3)
-    assert crop[:, :24].max() == 0 and crop[:, 26:].min() == 255  # left half was outside
-    np.testing.assert_allclose(transform.points(np.array([[0.0, 0.0], [49.0, 99.0]])),
-                               [[24.75, -0.25], [49.25, 49.25]])
-    assert transform.box((0, 0, 50, 100)) == (25.0, 0.0, 50.0, 50.0)
-    whole, t = face_records.crop_resize(image[:50], None, 20)
-    assert whole.shape == (20, 20, 3) and t.scale == (0.2, 0.4)
-    with pytest.raises(ValueError, match="empty"):
-        face_records.square_box((10, 10, 5, 20))

@@ -1,12 +1,10 @@
 """Face image file -> fer_jax record, over worker processes, with build counters.
 
 What the real-data builders (rafdb, affectnet, image_folder) share:
-- `read_rgb`: any readable image file -> (H, W, 3) RGB uint8 (grey, CMYK, RGBA,
-  16-bit become 8-bit RGB); huge JPEGs are decoded at 1/2, 1/4 or 1/8 size so
-  memory stays bounded.
 - `make_record`: one `FaceTask` (file, label, optional dataset box/landmarks)
   -> the example dict of `features.fer_features` (JPEG image, landmarks, source,
-  PNG heatmap, validity, label), or the reason it was skipped.
+  PNG heatmap, validity, label), or the reason it was skipped. Reading and
+  cropping come from `data_prep.faces`, which fer_jax.predict shares.
 - `generate_examples`: `make_record` over an ordered process pool (same output
   order, hence byte-identical TFRecords, for any worker count), with a progress
   bar, counting into a `SplitCounts`.
@@ -16,13 +14,11 @@ What the real-data builders (rafdb, affectnet, image_folder) share:
 import abc
 import collections
 import dataclasses
-import io
 import multiprocessing
 import os
 import sys
 import threading
 import time
-import warnings
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -31,173 +27,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from data_prep import heatmaps, landmarks
+from data_prep import faces, heatmaps, landmarks
 from data_prep.builders import features
 
 Box = landmarks.Box
-
-# Decoded images are kept below this many pixels (~48 MB as RGB) by decoding
-# large JPEGs at reduced size; face crops need far fewer pixels than that.
-MAX_DECODE_PIXELS = 16_000_000
-_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
-                  4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
-                    ".gif", ".pgm", ".ppm", ".pbm")
-# Enlarged face box covering at least this fraction of a photo: the photo is
-# already a face crop, keep all of it rather than pad past its borders.
-_ALREADY_CROPPED = 0.5
-
-
-class UnreadableImage(Exception):
-    """The file is missing, empty, corrupt or not an image."""
-
-
-# --- Reading -----------------------------------------------------------------
-
-def _header_size(data: bytes) -> Optional[Tuple[int, int]]:
-    """(width, height) from the file header (nothing decoded), or None."""
-    try:
-        from PIL import Image
-    except ImportError:  # PIL is optional: without it huge images decode at full size
-        return None
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        # The pixel limit guards against decompression bombs; we only read the
-        # header here and bound the decode ourselves.
-        Image.MAX_IMAGE_PIXELS = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Exception:  # noqa: BLE001 - any header PIL cannot parse: let cv2 try
-        return None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
-def _decode_with_pil(data: bytes, reduce: int) -> Optional[np.ndarray]:
-    """RGB uint8 via PIL (formats cv2 lacks, e.g. GIF, odd TIFFs), or None."""
-    try:
-        from PIL import Image
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                if reduce > 1:
-                    im.draft("RGB", (im.size[0] // reduce, im.size[1] // reduce))
-                return np.asarray(im.convert("RGB"))
-    except Exception:  # noqa: BLE001 - unreadable by PIL too: the caller reports it
-        return None
-
-
-def read_rgb(path: str, max_pixels: int = MAX_DECODE_PIXELS) -> Tuple[np.ndarray, float]:
-    """Decodes an image file as RGB.
-
-    Args:
-      path: image file (JPEG, PNG, BMP, TIFF, WebP, GIF, ...), any channel layout.
-      max_pixels: JPEGs larger than this are decoded at 1/2, 1/4 or 1/8 size.
-    Returns:
-      (image, scale): image (H, W, 3) uint8 RGB; scale = decoded size / file
-      size (1.0 unless reduced), to map coordinates given for the file.
-    Raises:
-      UnreadableImage: missing, empty, corrupt or not an image (message names the file).
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UnreadableImage(f"{path}: {e.strerror or e}") from None
-    if not data:
-        raise UnreadableImage(f"{path}: empty file")
-    size = _header_size(data)
-    reduce = 1
-    if size is not None:
-        while size[0] * size[1] > max_pixels * reduce * reduce and reduce < 8:
-            reduce *= 2
-    buf = np.frombuffer(data, np.uint8)
-    # IMREAD_COLOR turns grey, CMYK, RGBA and 16-bit images into 8-bit BGR.
-    image = cv2.imdecode(buf, _REDUCED_FLAGS[reduce])
-    if image is not None:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    else:
-        image = _decode_with_pil(data, reduce)
-    if image is None or image.ndim != 3 or min(image.shape[:2]) < 1:
-        raise UnreadableImage(f"{path}: not a decodable image ({len(data)} bytes)")
-    scale = 1.0
-    if size is not None:
-        # max over sides: robust to an EXIF rotation swapping width and height.
-        scale = max(image.shape[:2]) / max(size)
-    return np.ascontiguousarray(image), scale
-
-
-# --- Geometry ----------------------------------------------------------------
-
-def square_box(box: Box, margin: float = 0.0) -> Box:
-    """The square around `box`'s centre, side = longer side * (1 + margin).
-
-    margin 0.3 is RAF-DB's "box enlarged by 30%" (15% on each side).
-    """
-    x0, y0, x1, y1 = box
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"face box {box} is empty; expected x0 < x1 and y0 < y1")
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half = max(x1 - x0, y1 - y0) * (1 + margin) / 2
-    return (cx - half, cy - half, cx + half, cy + half)
-
-
-@dataclasses.dataclass(frozen=True)
-class CropTransform:
-    """Maps file pixel coordinates (pixel centres at integers) into the crop."""
-    origin: Tuple[float, float]  # top-left of the crop in file pixels
-    scale: Tuple[float, float]   # crop pixels per file pixel, (x, y)
-
-    def points(self, pts: np.ndarray) -> np.ndarray:
-        """(N, 2) file pixel (x, y) -> (N, 2) float32 crop pixel (x, y)."""
-        pts = np.asarray(pts, np.float64)
-        out = (pts - np.asarray(self.origin) + 0.5) * np.asarray(self.scale) - 0.5
-        return out.astype(np.float32)
-
-    def box(self, box: Box) -> Box:
-        """(x0, y0, x1, y1) file pixel edges -> crop pixel edges."""
-        (x0, x1), (y0, y1) = (
-            ((box[0] - self.origin[0]) * self.scale[0], (box[2] - self.origin[0]) * self.scale[0]),
-            ((box[1] - self.origin[1]) * self.scale[1], (box[3] - self.origin[1]) * self.scale[1]))
-        return (x0, y0, x1, y1)
-
-
-def crop_resize(image: np.ndarray, box: Optional[Box], size: int
-                ) -> Tuple[np.ndarray, CropTransform]:
-    """Cuts `box` out of `image` (black where it leaves the image), resized to size x size.
-
-    Args:
-      image: (H, W, 3) uint8.
-      box: (x0, y0, x1, y1) pixel edges, or None for the whole image (then
-        resized to a square, as torchvision's Resize((S, S)) would).
-      size: output side in pixels.
-    Returns:
-      (crop (size, size, 3) uint8, transform from `image` to crop pixels).
-    """
-    h, w = image.shape[:2]
-    if box is None:
-        x0, y0, x1, y1 = 0, 0, w, h
-    else:
-        x0, y0 = int(np.floor(box[0] + 0.5)), int(np.floor(box[1] + 0.5))
-        x1, y1 = int(np.floor(box[2] + 0.5)), int(np.floor(box[3] + 0.5))
-        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    # Copy only the part inside the image, then pad: memory ~ the crop, not the image.
-    inner = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
-    pad = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
-    if inner.size == 0:
-        region = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
-    elif any(pad):
-        region = cv2.copyMakeBorder(inner, *pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    else:
-        region = inner
-    rh, rw = region.shape[:2]
-    shrink = rw > size or rh > size
-    crop = cv2.resize(region, (size, size),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(crop), CropTransform((float(x0), float(y0)),
-                                                     (size / rw, size / rh))
 
 
 # --- One record --------------------------------------------------------------
@@ -218,6 +51,7 @@ class RecordSettings:
     image_size: int                # stored square side, pixels
     margin: float = 0.0            # crop = square box enlarged by this fraction
     find_face: bool = False        # no dataset box: detect the face in the whole photo
+                                   # (and keep photos that already are face crops whole)
     force_dlib: bool = False       # ignore dataset landmarks
     jpeg_quality: int = 95
 
@@ -259,26 +93,22 @@ def make_record(task: FaceTask, settings: RecordSettings) -> Record:
     Unreadable files give Record(skipped=reason) instead of raising.
     """
     try:
-        image, scale = read_rgb(task.path)
-    except UnreadableImage as e:
+        image, scale = faces.read_rgb(task.path)
+    except faces.UnreadableImage as e:
         return Record(task.key, skipped=str(e))
     size = settings.image_size
     file_box = None if task.box is None else tuple(v * scale for v in task.box)
-    crop_box = face_box = detected = found = None
+    face_box = detected = None
     if file_box is not None:
-        crop_box = square_box(file_box, settings.margin)
-    elif settings.find_face:
-        found = landmarks.detect_face_in_photo(image)
-        if found is not None:
-            crop_box = square_box(found, settings.margin)
-            side = crop_box[2] - crop_box[0]
-            if side * side >= _ALREADY_CROPPED * image.shape[0] * image.shape[1]:
-                crop_box = None
-    crop, transform = crop_resize(image, crop_box, size)
-    if file_box is not None:
+        # A dataset's own box is always the crop (RAF-DB's protocol, AffectNet's crops).
+        crop, transform = faces.face_crop(image, file_box, size, settings.margin,
+                                          keep_face_crops_whole=False)
         face_box = transform.box(file_box)
-    elif found is not None:
-        detected = transform.box(found)
+    else:
+        found = landmarks.detect_face_in_photo(image) if settings.find_face else None
+        crop, transform = faces.face_crop(image, found, size, settings.margin)
+        if found is not None:
+            detected = transform.box(found)
     dataset_points = None
     if task.landmarks is not None:
         dataset_points = transform.points(np.asarray(task.landmarks, np.float64) * scale)
@@ -431,7 +261,7 @@ class RecordMaker:
 def list_images(folder: str) -> List[str]:
     """Image files directly in `folder` (by extension, case-insensitive), sorted by name."""
     return sorted(name for name in os.listdir(folder)
-                  if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS))
+                  if not name.startswith(".") and name.lower().endswith(faces.IMAGE_EXTENSIONS))
 
 
 # --- Builder base ------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from absl import logging
 import tensorflow_datasets as tfds
 
-from data_prep import codebook
+from data_prep import codebook, faces
 from data_prep.builders import face_records, features
 
 # Folder-name spellings (lower case, letters only) -> canonical expression.
@@ -65,7 +65,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     """Stored size and classes."""
     image_size: int = 224  # stored square side, pixels
     num_classes: int = 7   # 7 basic; 8 adds Contempt (7: contempt folders are dropped)
-    margin: float = 0.3    # detected face box enlarged by 30%, as RAF-DB's crops
+    margin: float = faces.FACE_MARGIN  # detected face box enlarged by 30%, as RAF-DB's crops
 
 
 class ImageFolder(face_records.FaceRecordsBuilder):

@@ -11,7 +11,7 @@ from typing import Dict, List
 from absl import logging
 import tensorflow_datasets as tfds
 
-from data_prep import codebook
+from data_prep import codebook, faces
 from data_prep.builders import face_records, features
 
 # RAF-DB basic ids (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness,
@@ -33,7 +33,7 @@ class RafdbConfig(tfds.core.BuilderConfig):
     """Which RAF-DB images, and how they are cropped."""
     aligned: bool = False   # use basic/Image/aligned/<id>_aligned.jpg (100x100) as they are
     image_size: int = 224   # stored square side, pixels
-    margin: float = 0.3     # original images: face box enlarged by 30% (15% each side)
+    margin: float = faces.FACE_MARGIN  # original images: face box enlarged by 30% (15% each side)
 
 
 class Rafdb(face_records.FaceRecordsBuilder):

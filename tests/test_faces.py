@@ -1,0 +1,330 @@
+"""data_prep.faces: reading photos, finding faces, the builders' crop, the model input.
+
+Each behaviour is compared with an independent computation: NumPy padding and
+slicing for the crop, a bright dot for the coordinate map, the pasted
+positions for the detected faces, and fer_jax's TensorFlow evaluation code for
+the model input.
+"""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import faces, landmarks
+from data_prep.builders import face_records, image_folder, rafdb
+
+try:
+    from tests import fixtures_real as fx
+except ImportError:  # tests/ on sys.path (pytest's default rootdir insertion)
+    import fixtures_real as fx
+
+
+# --- reading -----------------------------------------------------------------
+
+def test_read_rgb_turns_every_channel_layout_into_8_bit_rgb(tmp_path):
+    photo = fx.variant("small")[0]  # (256, 256, 3)
+    grey_pixels = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    grey = fx.write_image(str(tmp_path / "grey.png"), grey_pixels)
+    cmyk = fx.write_cmyk_jpeg(str(tmp_path / "cmyk.jpg"), photo)
+    rgba = str(tmp_path / "rgba.png")
+    cv2.imwrite(rgba, np.dstack([photo[..., ::-1], np.full(photo.shape[:2], 7, np.uint8)]))
+    deep = str(tmp_path / "deep.png")
+    cv2.imwrite(deep, photo[..., ::-1].astype(np.uint16) * 257)  # 16-bit, same picture
+    read = {}
+    for path in (grey, cmyk, rgba, deep):
+        image, scale = faces.read_rgb(path)
+        assert image.shape == (256, 256, 3) and image.dtype == np.uint8 and scale == 1.0, path
+        read[path] = image
+    for channel in range(3):  # grey: the same levels in R, G and B
+        np.testing.assert_array_equal(read[grey][..., channel], grey_pixels)
+    np.testing.assert_array_equal(read[rgba], photo)  # alpha dropped, colours kept
+    np.testing.assert_array_equal(read[deep], photo)  # 16 bits -> the top 8
+    assert np.abs(read[cmyk].astype(int) - photo).mean() < 8  # colours survive CMYK (JPEG)
+
+
+def test_read_rgb_decodes_huge_jpegs_reduced(tmp_path):
+    big = cv2.resize(fx.astronaut(), (2048, 2048), interpolation=cv2.INTER_LINEAR)
+    path = fx.write_image(str(tmp_path / "big.jpg"), big)
+    image, scale = faces.read_rgb(path, max_pixels=300_000)
+    # 4.2 M pixels > 300 k: halved twice (1/4) to 262 k pixels.
+    assert image.shape == (512, 512, 3) and scale == 0.25
+    assert np.abs(image.astype(float) - fx.astronaut()).mean() < 6  # the same picture
+    image, scale = faces.read_rgb(path)  # under MAX_DECODE_PIXELS: full size
+    assert image.shape == (2048, 2048, 3) and scale == 1.0
+    assert 2048 * 2048 < faces.MAX_DECODE_PIXELS
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "empty", "text", "missing"])
+def test_read_rgb_unreadable_raises_naming_the_path(tmp_path, kind):
+    path = str(tmp_path / f"{kind}_file.jpg")
+    if kind == "corrupt":
+        fx.write_corrupt(path)
+    elif kind == "empty":
+        open(path, "wb").close()
+    elif kind == "text":
+        with open(path, "w") as f:
+            f.write("name,label\nx.jpg,happy\n")
+    with pytest.raises(faces.UnreadableImage) as err:
+        faces.read_rgb(path)
+    assert str(err.value).startswith(path + ": "), str(err.value)
+    if kind == "empty":
+        assert "empty" in str(err.value)
+
+
+# --- geometry ----------------------------------------------------------------
+
+@pytest.mark.parametrize("box,margin", [((175, 76, 268, 172), 0.3), ((10, 20, 50, 30), 0.0),
+                                        ((-5.5, 3.25, 20.0, 90.0), 1.0), ((0, 0, 1, 1), -0.5)])
+def test_square_box_is_the_enlarged_square_around_the_centre(box, margin):
+    x0, y0, x1, y1 = faces.square_box(box, margin)
+    side = max(box[2] - box[0], box[3] - box[1]) * (1 + margin)
+    assert x1 - x0 == pytest.approx(side) and y1 - y0 == pytest.approx(side)
+    assert (x0 + x1) / 2 == pytest.approx((box[0] + box[2]) / 2)
+    assert (y0 + y1) / 2 == pytest.approx((box[1] + box[3]) / 2)
+    with pytest.raises(ValueError, match="empty"):
+        faces.square_box((box[2], box[1], box[0], box[3]), margin)
+
+
+def _crop_by_padding(image, box, size):
+    """Independent crop: pad the image with black on every side, slice, resize."""
+    x0, y0, x1, y1 = (int(np.floor(v + 0.5)) for v in box)
+    pad = max(0, -x0, -y0, x1 - image.shape[1], y1 - image.shape[0])
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    region = padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    shrink = region.shape[0] > size or region.shape[1] > size
+    return cv2.resize(region, (size, size),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("box,size", [
+    ((159.1, 61.6, 283.9, 186.4), 96),  # inside: the astronaut's RAF-DB crop
+    ((-40.0, 400.0, 100.0, 540.0), 64),  # across the left and bottom borders
+    ((600.0, 600.0, 650.0, 650.0), 32),  # entirely outside: black
+    ((200.0, 100.0, 240.0, 140.0), 100),  # enlarged
+])
+def test_crop_resize_matches_padding_and_slicing(box, size):
+    image = fx.astronaut()
+    crop, transform = faces.crop_resize(image, box, size)
+    np.testing.assert_array_equal(crop, _crop_by_padding(image, box, size))
+    x0, y0 = (int(np.floor(v + 0.5)) for v in box[:2])
+    assert transform.origin == (x0, y0)
+    if box[0] >= 600:
+        assert not crop.any()
+
+
+def test_crop_transform_puts_a_dot_where_it_maps_it():
+    """A bright dot in the photo lands, in the crop, on transform.points of it."""
+    for box, size, dot in (((20, 30, 60, 70), 120, (37, 52)),   # enlarged 3x (bilinear)
+                           ((0, 0, 80, 80), 40, (50, 22))):     # shrunk 2x (area)
+        image = np.zeros((100, 100, 3), np.uint8)
+        x, y = dot
+        image[y:y + 2, x:x + 2] = 255  # a 2x2 dot: its centre is (x + 0.5, y + 0.5)
+        crop, transform = faces.crop_resize(image, box, size)
+        weight = crop[..., 0].astype(float)
+        ys, xs = np.mgrid[:size, :size]
+        centroid = [(weight * xs).sum() / weight.sum(), (weight * ys).sum() / weight.sum()]
+        np.testing.assert_allclose(transform.points(np.array([[x + 0.5, y + 0.5]]))[0],
+                                   centroid, atol=0.05)
+        assert transform.box(box) == pytest.approx((0, 0, size, size))
+    whole, t = faces.crop_resize(np.zeros((50, 100, 3), np.uint8), None, 20)
+    assert whole.shape == (20, 20, 3) and t.scale == (0.2, 0.4) and t.origin == (0.0, 0.0)
+
+
+def test_face_crop_is_the_builders_square_crop_with_their_margin():
+    assert faces.FACE_MARGIN == 0.3  # RAF-DB's "face box enlarged by 30%"
+    assert {c.margin for c in image_folder.ImageFolder.BUILDER_CONFIGS} == {faces.FACE_MARGIN}
+    original = [c for c in rafdb.Rafdb.BUILDER_CONFIGS if c.name == "original"][0]
+    assert original.margin == faces.FACE_MARGIN
+    photo, box = fx.variant("orig")
+    crop, transform = faces.face_crop(photo, box, 112)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = 1.3 * max(box[2] - box[0], box[3] - box[1]) / 2
+    np.testing.assert_array_equal(
+        crop, _crop_by_padding(photo, (cx - half, cy - half, cx + half, cy + half), 112))
+    assert transform.scale[0] == pytest.approx(112 / (2 * half), rel=0.01)
+    # No box: the whole photo, squeezed to a square.
+    whole, _ = faces.face_crop(photo[:, :300], None, 64)
+    np.testing.assert_array_equal(
+        whole, cv2.resize(photo[:, :300], (64, 64), interpolation=cv2.INTER_AREA))
+
+
+def test_face_crop_keeps_a_photo_that_already_is_a_face_crop_whole():
+    crop_photo = fx.face_crop("orig", 160)  # the face fills the photo
+    box = faces.find_faces(crop_photo)[0]
+    x0, y0, x1, y1 = faces.square_box(box, faces.FACE_MARGIN)
+    assert (x1 - x0) ** 2 >= faces.ALREADY_CROPPED * 160 * 160  # the premise
+    crop, transform = faces.face_crop(crop_photo, box, 112)
+    np.testing.assert_array_equal(
+        crop, cv2.resize(crop_photo, (112, 112), interpolation=cv2.INTER_AREA))
+    assert transform.origin == (0.0, 0.0)
+    # Unless told not to: then the square is cut, with black beyond the photo.
+    tight, _ = faces.face_crop(crop_photo, box, 112, keep_face_crops_whole=False)
+    np.testing.assert_array_equal(tight, _crop_by_padding(crop_photo, (x0, y0, x1, y1), 112))
+
+
+def test_builder_record_image_is_face_crop_of_find_faces(tmp_path):
+    """Training and serving crop a photo identically: image_folder's record image
+    is the JPEG of face_crop(photo, find_faces(photo)[0])."""
+    path = fx.write_image(str(tmp_path / "happy" / "a.jpg"), fx.astronaut())
+    settings = face_records.RecordSettings(image_size=96, margin=faces.FACE_MARGIN,
+                                           find_face=True)
+    record = face_records.make_record(face_records.FaceTask("a", path, 1), settings)
+    photo, _ = faces.read_rgb(path)
+    crop, _ = faces.face_crop(photo, faces.find_faces(photo)[0], 96)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+    assert ok and record.example["image"] == jpeg.tobytes()
+
+
+# --- finding faces -----------------------------------------------------------
+
+# Astronaut tiles pasted on a 640x480 grey canvas: (x, y, side). The tile is the
+# face box made square and enlarged by 60%, so each face is about side / 1.6.
+_PASTED = ((464, 32, 160), (16, 120, 264), (296, 32, 160), (328, 256, 200))
+
+
+def _composite():
+    """(photo, expected face boxes in the order find_faces must give them)."""
+    tile_box = faces.square_box(fx.FACE_BOX, 0.6)
+    tx0, ty0, tx1, ty1 = (int(round(v)) for v in tile_box)
+    tile = fx.astronaut()[ty0:ty1, tx0:tx1]
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    expected = []
+    for x, y, side in _PASTED:
+        canvas[y:y + side, x:x + side] = cv2.resize(tile, (side, side),
+                                                    interpolation=cv2.INTER_AREA)
+        k = side / (tx1 - tx0)
+        fx0, fy0, fx1, fy1 = fx.FACE_BOX
+        expected.append(((fx0 - tx0) * k + x, (fy0 - ty0) * k + y,
+                         (fx1 - tx0) * k + x, (fy1 - ty0) * k + y))
+    # Largest first; the two equal tiles (side 160) left to right.
+    order = sorted(range(len(_PASTED)), key=lambda i: (-_PASTED[i][2], _PASTED[i][0]))
+    return canvas, [expected[i] for i in order]
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_find_faces_one_box_per_face_largest_first():
+    photo, expected = _composite()
+    boxes = faces.find_faces(photo)
+    assert len(boxes) == len(expected), boxes
+    for box, want in zip(boxes, expected):
+        assert _iou(box, want) > 0.5, (box, want)
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
+    assert areas == sorted(areas, reverse=True)
+    assert faces.find_faces(photo, max_faces=2) == boxes[:2]
+    assert faces.find_faces(np.ascontiguousarray(photo)) == boxes  # the same on every call
+    with pytest.raises(ValueError, match="max_faces"):
+        faces.find_faces(photo, max_faces=0)
+
+
+def test_find_faces_in_large_and_tiny_photos_and_none_in_a_flat_one():
+    photo, expected = _composite()
+    big = cv2.resize(photo, (1600, 1200), interpolation=cv2.INTER_LINEAR)  # searched at 640
+    boxes = faces.find_faces(big)
+    assert len(boxes) == len(expected)
+    assert _iou([v / 2.5 for v in boxes[0]], expected[0]) > 0.5
+    tiny = fx.face_crop("orig", 32)  # a FER2013-sized face crop: found at 160 px
+    assert not landmarks.detect_faces_in_photo(tiny)  # (the photo passes miss it)
+    (box,) = faces.find_faces(tiny)
+    assert 0 <= box[0] < 16 < box[2] <= 33 and 0 <= box[1] < 16 < box[3] <= 33
+    assert faces.find_faces(fx.flat_image(300)) == []
+
+
+def test_largest_first_breaks_ties_left_to_right_then_top_to_bottom():
+    boxes = [(50, 0, 60, 10), (0, 50, 10, 60), (0, 0, 10, 10), (0, 0, 20, 20), (5, 5, 10, 10)]
+    assert landmarks.largest_first(boxes) == [
+        (0, 0, 20, 20), (0, 0, 10, 10), (0, 50, 10, 60), (50, 0, 60, 10), (5, 5, 10, 10)]
+
+
+# --- model input -------------------------------------------------------------
+
+def _evaluation_input(crop, size):
+    """The evaluation pipeline's image for a record whose image is `crop`:
+    fer_jax.input_pipeline's own decode (resize) and normalisation, in TensorFlow."""
+    import tensorflow as tf
+    from fer_jax import input_pipeline
+    example = {"image": tf.constant(crop), "heatmap": tf.zeros(crop.shape[:2] + (1,), tf.uint8),
+               "heatmap_valid": tf.constant(True), "label": tf.constant(0, tf.int64)}
+    out = input_pipeline._normalise(input_pipeline._decode(example, size))  # pylint: disable=protected-access
+    return out["image"].numpy()
+
+
+def test_normalise_is_imagenet_normalisation():
+    image = np.array([[[0, 128, 255], [255, 0, 64]]], np.uint8)  # (1, 2, 3)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    expected = (image / 255.0 - mean) / std
+    out = faces.normalise(image)
+    assert out.dtype == np.float32 and out.shape == (1, 2, 3)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(faces.normalise(image / 255.0), expected, rtol=0, atol=1e-6)
+    assert faces.IMAGENET_MEAN == tuple(mean) and faces.IMAGENET_STD == tuple(std)
+
+
+def test_model_input_without_resize_is_bit_identical_to_evaluation():
+    crop, _ = faces.face_crop(fx.astronaut(), fx.FACE_BOX, 64)
+    ours = faces.model_input(crop, 64)
+    assert ours.dtype == np.float32 and ours.shape == (64, 64, 3)
+    np.testing.assert_array_equal(ours, _evaluation_input(crop, 64))
+    np.testing.assert_array_equal(ours, faces.normalise(crop))
+
+
+@pytest.mark.parametrize("record_size,image_size", [(112, 64), (224, 112), (48, 64)])
+def test_model_input_with_resize_matches_evaluation(record_size, image_size):
+    """A record image resized as evaluation does (tf.image.resize, antialias=True).
+
+    Measured max abs difference, in normalised units: 1.3e-6 for 112 -> 64,
+    8.3e-7 for 224 -> 112, 6.0e-7 for 48 -> 64 (float32 rounding: the resize
+    weights are TensorFlow's, computed the same way); 1e-5 is ~6e-4 grey levels.
+    """
+    crop, _ = faces.face_crop(fx.astronaut(), fx.FACE_BOX, record_size)
+    ours = faces.model_input(crop, image_size)
+    assert ours.dtype == np.float32 and ours.shape == (image_size, image_size, 3)
+    diff = float(np.abs(ours - _evaluation_input(crop, image_size)).max())
+    assert diff < 1e-5, f"max abs difference {diff:.2e} (measured 1.3e-6 for 112 -> 64)"
+    # Not trivially close: a plain bilinear resize (no antialiasing) is far off.
+    if record_size > image_size:
+        plain = cv2.resize(crop, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(faces.normalise(plain) - ours).max() > 0.1
+
+
+def test_resize_antialiased_matches_tensorflow_on_non_square_images():
+    import tensorflow as tf
+    image = np.random.default_rng(0).random((97, 131, 3), np.float32)
+    ours = faces.resize_antialiased(image, 64)
+    theirs = tf.image.resize(image, (64, 64), antialias=True).numpy()
+    assert ours.shape == (64, 64, 3) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_model_input_rejects_what_is_not_a_uint8_rgb_crop():
+    with pytest.raises(ValueError, match="uint8"):
+        faces.model_input(np.zeros((64, 64, 3), np.float32), 64)
+    with pytest.raises(ValueError, match="uint8"):
+        faces.model_input(np.zeros((64, 64), np.uint8), 64)
+
+
+def test_moved_helpers_live_in_faces_only():
+    """One copy: the builders use data_prep.faces, they do not carry their own."""
+    for name in ("read_rgb", "square_box", "crop_resize", "CropTransform", "UnreadableImage",
+                 "MAX_DECODE_PIXELS", "IMAGE_EXTENSIONS"):
+        assert hasattr(faces, name) and not hasattr(face_records, name), name
+
+
+def test_faces_imports_without_tensorflow():
+    """Serving reads photos with NumPy/OpenCV only: no TensorFlow start-up cost."""
+    code = ("import sys, data_prep.faces; "
+            "sys.exit('tensorflow' in sys.modules or 'jax' in sys.modules)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
