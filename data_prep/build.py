@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 from absl import app, flags, logging
 import tensorflow_datasets as tfds
@@ -102,7 +102,9 @@ def write_report(builder: tfds.core.DatasetBuilder, seconds: float,
     """Writes <builder.data_dir>/build_report.json; returns its path.
 
     Per split: examples (as written), per-class counts, landmark sources,
-    valid heatmaps, skipped files (with reasons), dropped rows, seconds.
+    valid heatmaps, skipped files (with reasons), dropped rows, seconds, and
+    `left_out` (why it was not written, else null). `empty_splits`: split ->
+    that reason, for the splits that were not written.
     """
     counts = getattr(builder, "build_report", {}) or {}
     splits = {}
@@ -124,11 +126,19 @@ def write_report(builder: tfds.core.DatasetBuilder, seconds: float,
         "seconds": round(seconds, 2),
         "splits": splits,
         "skipped_files": sum(len(c.skipped_files) for c in counts.values()),
+        "empty_splits": empty_splits(builder),
     }
     path = os.path.join(os.fspath(builder.data_dir), REPORT_FILE)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return path
+
+
+def empty_splits(builder: tfds.core.DatasetBuilder) -> Dict[str, str]:
+    """Split -> why it was not written, for the builder's splits without examples."""
+    counts = getattr(builder, "build_report", {}) or {}
+    return {split: c.left_out or "no examples" for split, c in counts.items()
+            if split not in builder.info.splits}
 
 
 FLAGS = flags.FLAGS
@@ -154,6 +164,8 @@ def main(argv):
                             workers=FLAGS.workers)
     for split, info in builder.info.splits.items():
         print(f"{FLAGS.dataset} {split}: {info.num_examples} examples in {builder.data_dir}")
+    for split, reason in empty_splits(builder).items():
+        print(f"WARNING: {FLAGS.dataset} {split}: EMPTY, not written ({reason})")
     report = os.path.join(os.fspath(builder.data_dir), REPORT_FILE)
     if os.path.isfile(report):
         print(f"report: {report}")

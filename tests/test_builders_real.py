@@ -313,3 +313,65 @@ def test_class_and_split_names_are_forgiving():
     assert 0.76 < shares.count("train") / len(shares) < 0.84
     assert image_folder.hashed_split("happy/x.jpg") == image_folder.hashed_split("happy/x.jpg")
 
+
+# --- a split without a readable image ----------------------------------------
+
+# Six photos of a new user's folder; the hash split sends happy_04.jpg alone to
+# "test", and that file is corrupt (checked in the test, not assumed).
+SIX_PHOTOS = {"happy_00.jpg": "orig", "happy_01.jpg": "flip", "happy_02.jpg": "small",
+              "happy_03.jpg": "rot", "happy_04.jpg": "corrupt", "happy_05.jpg": "orig"}
+
+
+def test_image_folder_split_with_only_unreadable_files_is_left_out_and_reported(tmp_path):
+    """As a new user runs it: the command line on a small folder of photos."""
+    root = tmp_path / "faces"
+    for name, kind in SIX_PHOTOS.items():
+        path = str(root / "happy" / name)
+        if kind == "corrupt":
+            fx.write_corrupt(path)
+        else:
+            fx.write_image(path, fx.variant(kind)[0])
+    splits = {name: image_folder.hashed_split(f"happy/{name}") for name in SIX_PHOTOS}
+    assert [n for n, s in splits.items() if s == "test"] == ["happy_04.jpg"]  # the premise
+
+    cmd = [sys.executable, "-m", "data_prep.build", "--dataset=image_folder/112",
+           f"--manual_dir={root}", f"--data_dir={tmp_path / 'data'}", "--workers=1"]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # The five readable photos are written; the empty split is not.
+    builder = tfds.builder("image_folder/112", data_dir=str(tmp_path / "data"))
+    assert list(builder.info.splits) == ["train"]
+    train = _examples(builder, "train")
+    assert sorted(train) == [f"happy/{n}" for n in sorted(SIX_PHOTOS) if n != "happy_04.jpg"]
+    assert {ex["source"] for ex in train.values()} == {"dlib"}
+    # Loud in the console: the summary and the log both name the empty split ...
+    assert "image_folder/112 train: 5 examples" in run.stdout
+    assert ("WARNING: image_folder/112 test: EMPTY, not written (no readable image: "
+            "all 1 file(s) unreadable)") in run.stdout, run.stdout
+    assert "split 'test' is EMPTY and NOT written" in run.stderr, run.stderr[-3000:]
+    assert "happy_04.jpg" in run.stderr
+    # ... and so does the report.
+    report = _report(builder)
+    assert report["empty_splits"] == {"test": "no readable image: all 1 file(s) unreadable"}
+    test = report["splits"]["test"]
+    assert test["examples"] == 0 and test["skipped"] == 1
+    assert "happy_04.jpg" in test["skipped_files"][0]
+    assert test["left_out"] == report["empty_splits"]["test"]
+    assert test["per_class"]["Happiness"] == 0
+    assert report["splits"]["train"]["examples"] == 5 and report["splits"]["train"]["left_out"] is None
+    assert report["skipped_files"] == 1
+
+
+def test_image_folder_with_no_readable_image_at_all_fails_and_writes_nothing(tmp_path):
+    root = tmp_path / "faces"
+    for name in ("happy_00.jpg", "happy_04.jpg", "happy_05.jpg"):  # train and test both
+        fx.write_corrupt(str(root / "happy" / name))
+    (root / "happy" / "happy_01.jpg").write_bytes(b"")
+    config = image_folder.ImageFolderConfig(name="t96", image_size=SIZE)
+    with pytest.raises(ValueError, match=r"none of the 4 images under .* could be read") as err:
+        build.build_dataset("image_folder", str(tmp_path / "data"), str(root), workers=1,
+                            config=config)
+    assert "happy_00.jpg" in str(err.value)
+    assert not glob.glob(str(tmp_path / "data" / "**" / "*.tfrecord*"), recursive=True)
+    assert not glob.glob(str(tmp_path / "data" / "**" / build.REPORT_FILE), recursive=True)

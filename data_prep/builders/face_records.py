@@ -9,7 +9,8 @@ What the real-data builders (rafdb, affectnet, image_folder) share:
   order, hence byte-identical TFRecords, for any worker count), with a progress
   bar, counting into a `SplitCounts`.
 - `FaceRecordsBuilder`: the TFDS builder base class holding the worker count,
-  the counters (`build_report`) and the manual-files check.
+  the counters (`build_report`), the manual-files check and the rule for
+  splits without a readable image (left out and reported).
 """
 import abc
 import collections
@@ -204,6 +205,13 @@ class SplitCounts:
     skipped_files: List[str] = dataclasses.field(default_factory=list)  # "file: reason"
     dropped: Dict[str, int] = dataclasses.field(default_factory=dict)   # reason -> count
     seconds: float = 0.0
+    left_out: Optional[str] = None  # why the split was not written (no readable image)
+
+    def count_keys(self, class_names: Sequence[str]) -> None:
+        """Every class and landmark source present in the counters, zero if unseen."""
+        self.per_class = {name: self.per_class.get(name, 0) for name in class_names}
+        self.landmark_sources = {s: self.landmark_sources.get(s, 0)
+                                 for s in features.LANDMARK_SOURCES}
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -223,12 +231,11 @@ def generate_examples(
     """(key, example) for every readable task, in task order, counting into `counts`.
 
     Unreadable files are logged (warning naming the file) and listed in
-    `counts.skipped_files`, never raised.
+    `counts.skipped_files`, never raised; with no readable file nothing is
+    yielded (the builder leaves such splits out before, see `unreadable_files`).
     """
     start = time.perf_counter()
-    counts.per_class = {name: counts.per_class.get(name, 0) for name in class_names}
-    counts.landmark_sources = {s: counts.landmark_sources.get(s, 0)
-                               for s in features.LANDMARK_SOURCES}
+    counts.count_keys(class_names)
     records = ordered_map(RecordMaker(settings), tasks, workers)
     for record in tqdm.tqdm(records, total=len(tasks), desc=desc, unit="img",
                             mininterval=1.0, smoothing=0.05):
@@ -243,10 +250,22 @@ def generate_examples(
         counts.heatmap_valid += int(ex["heatmap_valid"])
         yield record.key, ex
     counts.seconds += time.perf_counter() - start
-    if tasks and not counts.examples:
-        raise ValueError(
-            f"{desc}: none of the {len(tasks)} images could be read, e.g. "
-            + "; ".join(counts.skipped_files[:3]))
+
+
+def unreadable_files(tasks: Sequence[FaceTask]) -> Optional[List[str]]:
+    """None if some task's image can be read, else the reason of each (all unreadable).
+
+    Files are decoded in order until one reads: for a sound split, only its first.
+    """
+    reasons = []
+    for task in tasks:
+        try:
+            faces.read_rgb(task.path)
+        except faces.UnreadableImage as e:
+            reasons.append(str(e))
+        else:
+            return None
+    return reasons
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,9 +288,14 @@ def list_images(folder: str) -> List[str]:
 class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of builders whose examples come from face image files via `make_record`.
 
-    Subclasses define `_info`, `missing_manual_files(root)` and
-    `_split_tasks(root) -> {split: [FaceTask]}`; this class runs the tasks
+    Subclasses define `_info`, `missing_manual_files(root)`, `_record_settings()`
+    and `_split_tasks(root) -> {split: [FaceTask]}`; this class runs the tasks
     over `workers` processes and fills `build_report` (split -> SplitCounts).
+
+    A split without a readable image (e.g. the one corrupt file of a small
+    folder that the hash split sends to "test") is left out, with a warning
+    and its reason in the report: one bad file never costs the good ones. Only
+    a dataset with no readable image at all (a wrong --manual_dir) fails.
     """
 
     def __init__(self, *, workers: Optional[int] = None, **kwargs):
@@ -310,13 +334,32 @@ class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         root = str(dl_manager._manual_dir)  # pylint: disable=protected-access
         self.check_manual_dir(root, self.builder_config)
         splits = self._split_tasks(root)
-        for split in [s for s, tasks in splits.items() if not tasks]:
-            # TFDS cannot write a split without examples.
-            logging.warning("%s: split %r has no images; it is left out.", self.name, split)
-            del splits[split]
-        if not splits:
+        total = sum(len(tasks) for tasks in splits.values())
+        if not total:
             raise ValueError(f"{self.name}: no images found under {root}")
-        return {split: self._generate_examples(split, tasks) for split, tasks in splits.items()}
+        generators, skipped = {}, []
+        for split, tasks in splits.items():
+            # TFDS cannot write a split without examples: find out before it tries.
+            reasons = unreadable_files(tasks)
+            if reasons is None:
+                generators[split] = self._generate_examples(split, tasks)
+                continue
+            counts = self._count(split)
+            counts.count_keys(self.info.features["label"].names)
+            for reason in reasons:
+                logging.warning("Skipped unreadable image %s", reason)
+            counts.skipped_files += reasons
+            skipped += reasons
+            counts.left_out = (f"no readable image: all {len(tasks)} file(s) unreadable"
+                               if tasks else "no images")
+            logging.warning("%s/%s: split %r is EMPTY and NOT written (%s); the other "
+                            "splits are. See build_report.json.", self.name,
+                            self.builder_config.name, split, counts.left_out)
+        if not generators:
+            raise ValueError(
+                f"{self.name}: none of the {total} images under {root} could be read "
+                f"(is it the dataset's folder?), e.g. " + "; ".join(skipped[:3]))
+        return generators
 
     def _count(self, split: str) -> SplitCounts:
         return self.build_report.setdefault(split, SplitCounts())
