@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import codebook, landmarks
-from data_prep.builders import face_records, features
+from data_prep.builders import face_records
 
 # AffectNet expression ids -> canonical class index (method.md); 8 None,
 # 9 Uncertain, 10 Non-face are not expressions and are dropped.
@@ -61,6 +61,7 @@ class Affectnet(face_records.FaceRecordsBuilder):
                         num_classes=8, force_dlib=True),
     ]
     DEFAULT_CONFIG_NAME = "7"
+    HOMEPAGE = "http://mohammadmahoor.com/affectnet/"
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Request AffectNet from its authors (http://mohammadmahoor.com/affectnet/), then
 put ONE of the two releases in --manual_dir=DIR:
@@ -72,17 +73,6 @@ put ONE of the two releases in --manual_dir=DIR:
   DIR/train_set/images/<n>.jpg, DIR/train_set/annotations/<n>_exp.npy and <n>_lnd.npy
   DIR/val_set/images/<n>.jpg,   DIR/val_set/annotations/<n>_exp.npy and <n>_lnd.npy
 """
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        if cfg.num_classes not in (7, 8):
-            raise ValueError(f"num_classes={cfg.num_classes}; AffectNet has 7 or 8")
-        return self.dataset_info_from_configs(
-            features=features.fer_features(cfg.image_size, codebook.EXPRESSIONS[:cfg.num_classes]),
-            supervised_keys=("image", "label"),
-            homepage="http://mohammadmahoor.com/affectnet/",
-            description=__doc__,
-        )
 
     @classmethod
     def missing_manual_files(cls, root: str, config: AffectnetConfig) -> List[str]:

@@ -9,8 +9,8 @@ What the real-data builders (rafdb, affectnet, image_folder) share:
   order, hence byte-identical TFRecords, for any worker count), with a progress
   bar, counting into a `SplitCounts`.
 - `FaceRecordsBuilder`: the TFDS builder base class holding the worker count,
-  the counters (`build_report`), the manual-files check and the rule for
-  splits without a readable image (left out and reported).
+  the counters (`build_report`), the manual-files check, the DatasetInfo and
+  the rule for splits without a readable image (left out and reported).
 """
 import abc
 import collections
@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from data_prep import faces, heatmaps, landmarks
+from data_prep import codebook, faces, heatmaps, landmarks
 from data_prep.builders import features
 
 Box = landmarks.Box
@@ -288,15 +288,18 @@ def list_images(folder: str) -> List[str]:
 class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base of builders whose examples come from face image files via `make_record`.
 
-    Subclasses define `_info`, `missing_manual_files(root)`, `_record_settings()`
-    and `_split_tasks(root) -> {split: [FaceTask]}`; this class runs the tasks
-    over `workers` processes and fills `build_report` (split -> SplitCounts).
+    Subclasses define `missing_manual_files(root)`, `_record_settings()` and
+    `_split_tasks(root) -> {split: [FaceTask]}` (and HOMEPAGE; configs have
+    `image_size` and `num_classes`); this class runs the tasks over `workers`
+    processes and fills `build_report` (split -> SplitCounts).
 
     A split without a readable image (e.g. the one corrupt file of a small
     folder that the hash split sends to "test") is left out, with a warning
     and its reason in the report: one bad file never costs the good ones. Only
     a dataset with no readable image at all (a wrong --manual_dir) fails.
     """
+
+    HOMEPAGE: Optional[str] = None  # where the dataset is requested (DatasetInfo.homepage)
 
     def __init__(self, *, workers: Optional[int] = None, **kwargs):
         """workers: processes preparing records (default: all cores); does not change the data."""
@@ -328,6 +331,24 @@ class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
                 f"{cls.name}: the manual files are incomplete in {root}. Missing:\n  - "
                 + "\n  - ".join(missing)
                 + f"\n\nWhat to put where:\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+
+    def num_classes(self) -> int:
+        """7 (the basic expressions) or 8 (with Contempt), from the config."""
+        n = self.builder_config.num_classes
+        if n not in (codebook.NUM_BASIC, len(codebook.EXPRESSIONS)):
+            raise ValueError(f"{self.name}: num_classes={n}; expected {codebook.NUM_BASIC} "
+                             f"or {len(codebook.EXPRESSIONS)}")
+        return n
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=features.fer_features(self.builder_config.image_size,
+                                           codebook.EXPRESSIONS[:self.num_classes()]),
+            supervised_keys=("image", "label"),
+            homepage=self.HOMEPAGE,
+            # Each builder's module docstring says what the dataset is and where from.
+            description=sys.modules[type(self).__module__].__doc__,
+        )
 
     def _split_generators(self, dl_manager):
         # Not dl_manager.manual_dir: its assertion does not say which files are missing.

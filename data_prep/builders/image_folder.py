@@ -17,7 +17,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from data_prep import codebook, faces
-from data_prep.builders import face_records, features
+from data_prep.builders import face_records
 
 # Folder-name spellings (lower case, letters only) -> canonical expression.
 CLASS_ALIASES = {
@@ -92,16 +92,6 @@ Class names (any case, digits/underscores ignored): neutral, happy|happiness,
 surprise|surprised, fear|fearful, anger|angry, disgust|disgusted, sad|sadness,
 contempt (8-class configs only). Images: jpg, jpeg, png, bmp, tif, webp, gif, pgm.
 """
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        cfg = self.builder_config
-        if cfg.num_classes not in (7, 8):
-            raise ValueError(f"num_classes={cfg.num_classes}; expected 7 or 8")
-        return self.dataset_info_from_configs(
-            features=features.fer_features(cfg.image_size, codebook.EXPRESSIONS[:cfg.num_classes]),
-            supervised_keys=("image", "label"),
-            description=__doc__,
-        )
 
     @classmethod
     def missing_manual_files(cls, root: str, config: ImageFolderConfig) -> List[str]:

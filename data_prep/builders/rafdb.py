@@ -12,7 +12,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from data_prep import codebook, faces
-from data_prep.builders import face_records, features
+from data_prep.builders import face_records
 
 # RAF-DB basic ids (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness,
 # 6 Anger, 7 Neutral) -> canonical class index (method.md).
@@ -48,6 +48,7 @@ class Rafdb(face_records.FaceRecordsBuilder):
                     aligned=True, image_size=100, margin=0.0),
     ]
     DEFAULT_CONFIG_NAME = "original"
+    HOMEPAGE = "http://www.whdeng.cn/RAF/model1.html"
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Ask the RAF-DB authors for access (http://www.whdeng.cn/RAF/model1.html), then
 extract the "basic" part so that --manual_dir=DIR holds:
@@ -57,14 +58,8 @@ extract the "basic" part so that --manual_dir=DIR holds:
   DIR/{ALIGNED_DIR}/train_00001_aligned.jpg ...  (config "aligned" only)
 """
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=features.fer_features(
-                self.builder_config.image_size, codebook.EXPRESSIONS[:codebook.NUM_BASIC]),
-            supervised_keys=("image", "label"),
-            homepage="http://www.whdeng.cn/RAF/model1.html",
-            description=__doc__,
-        )
+    def num_classes(self) -> int:
+        return codebook.NUM_BASIC  # the basic set has the 7 basic expressions only
 
     @classmethod
     def missing_manual_files(cls, root: str, config: RafdbConfig) -> List[str]:
