@@ -12,7 +12,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["fer_jax", "fer_jax.*", "data_prep", "data_prep.*"]),
+    packages=setuptools.find_packages(include=["fer_jax", "fer_jax.*", "data_prep", "data_prep.*",
+                                                "configs"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
