@@ -1,4 +1,5 @@
 """`python -m fer_jax.benchmark --config=...`: cost of the AU alignment loss per step.
+`python -m fer_jax.benchmark --cams`: CAM methods against pytorch-grad-cam (fer_jax.cam_benchmark).
 
 Times the compiled data-parallel train step of the configured model with the
 alignment loss (config.align.weight, or 1 if it is 0) and without it (weight 0:
@@ -20,7 +21,10 @@ config_flags.DEFINE_config_file("config", None, "Config file (see configs/).")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (median kept).")
 flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head.")
-flags.mark_flags_as_required(["config"])
+flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-cam instead.")
+flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
+flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
+flags.DEFINE_integer("cam_batch", 16, "--cams: batch size.")
 
 
 def measure(config, steps: int, repeats: int, num_classes: int) -> dict:
@@ -73,6 +77,13 @@ def measure(config, steps: int, repeats: int, num_classes: int) -> dict:
 
 def main(argv):
     del argv
+    if FLAGS.cams:
+        from fer_jax import cam_benchmark
+        print(json.dumps(cam_benchmark.measure(FLAGS.cam_model, FLAGS.cam_size, FLAGS.cam_batch,
+                                               repeats=FLAGS.repeats)))
+        return
+    if FLAGS.config is None:
+        raise app.UsageError("--config is required (or --cams)")
     from fer_jax import input_pipeline
     input_pipeline.hide_accelerators_from_tf()
     print(json.dumps(measure(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)))

@@ -9,6 +9,13 @@ from typing import Any, Callable, Dict, Optional, Union
 
 import ml_collections
 
+
+class ConfigError(ValueError):
+    """A config value (or a name derived from it) is not valid; the message names it.
+
+    The CLIs print the message alone (no traceback) and exit with status 2.
+    """
+
 Check = Callable[[Any], Optional[str]]  # value -> error text, or None when fine
 
 
@@ -46,6 +53,22 @@ def string(v: Any) -> Optional[str]:
 def string_tuple(v: Any) -> Optional[str]:
     ok = isinstance(v, (tuple, list)) and len(v) > 0 and all(isinstance(s, str) for s in v)
     return None if ok else "must be a non-empty tuple of strings"
+
+
+def optional_string_tuple(v: Any) -> Optional[str]:
+    ok = isinstance(v, (tuple, list)) and all(isinstance(s, str) for s in v)
+    return None if ok else "must be a tuple of strings (empty for the default)"
+
+
+def cam_methods(v: Any) -> Optional[str]:
+    error = optional_string_tuple(v)
+    if error:
+        return error
+    from fer_jax import cams  # the registry of methods
+    valid = set(cams.REGISTRY) | {"all"}
+    bad = [name for name in v if name not in valid]
+    return None if not bad else (f"names an unknown CAM method {bad[0]!r}; valid: "
+                                 f"{sorted(cams.REGISTRY)} (or 'all')")
 
 
 def number_tuple(length: int) -> Check:
@@ -150,8 +173,20 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
     },
     "eval": {
         "batch_size": Field(128, "Global evaluation batch size.", number(1, integer=True)),
-        "num_plot_images": Field(16, "Test images in the attention/CAM picture (0 = none).",
+        "num_plot_images": Field(16, "Test images in the attention/CAM pictures (0 = none).",
                                  number(0, 256, integer=True)),
+        "cam_methods": Field((), "CAM methods to evaluate (fer_jax.cams.REGISTRY); () = all "
+                             "that apply to the model.", cam_methods),
+        "cam_layers": Field((), "Layers of the per-layer CAM methods (maps averaged over them); "
+                            "() = the model's cam layer.", optional_string_tuple),
+        "aug_smooth": Field(False, "CAMs averaged over flip x {1, 0.9, 1.1} input scaling "
+                            "(pytorch-grad-cam's aug_smooth).", boolean),
+        "eigen_smooth": Field(False, "CAMs from the first principal component of the weighted "
+                              "activations instead of their sum.", boolean),
+        "score_cam_batch": Field(256, "Score-CAM: masked images per forward pass.",
+                                 number(1, integer=True)),
+        "faithfulness_steps": Field(32, "Deletion/insertion steps per map (0 = skip the "
+                                    "faithfulness metrics).", number(0, 1024, integer=True)),
     },
     "spmd": Field(False, "Run the step under jit + shard_map on a device mesh instead of pmap.",
                   boolean),
@@ -176,31 +211,31 @@ def _validate(config: Any, schema: dict, prefix: str) -> None:
     unknown = sorted(keys - set(schema))
     if unknown:
         where = prefix.rstrip(".") or "config"
-        raise ValueError(f"unknown config key {prefix}{unknown[0]!s}; valid keys of {where}: "
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s}; valid keys of {where}: "
                          f"{sorted(schema)}")
     for key, spec in schema.items():
         if key not in keys:
-            raise ValueError(f"config key {prefix}{key} is missing (start configs from "
+            raise ConfigError(f"config key {prefix}{key} is missing (start configs from "
                              "fer_jax.config_schema.defaults())")
         value = config[key]
         if isinstance(spec, dict):
             if not hasattr(value, "keys"):
-                raise ValueError(f"config.{prefix}{key} must be a group of keys {sorted(spec)}")
+                raise ConfigError(f"config.{prefix}{key} must be a group of keys {sorted(spec)}")
             _validate(value, spec, f"{prefix}{key}.")
             continue
         error = spec.check(value)
         if error:
-            raise ValueError(f"config.{prefix}{key}={value!r} {error} ({spec.doc})")
+            raise ConfigError(f"config.{prefix}{key}={value!r} {error} ({spec.doc})")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the first unknown key, missing key or bad value."""
+    """Raises ConfigError naming the first unknown key, missing key or bad value."""
     _validate(config, SCHEMA, "")
     if config.train.batch_size % _device_count() != 0:
-        raise ValueError(f"config.train.batch_size={config.train.batch_size} must be divisible "
+        raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be divisible "
                          f"by the number of devices ({_device_count()})")
     if config.eval.batch_size % _device_count() != 0:
-        raise ValueError(f"config.eval.batch_size={config.eval.batch_size} must be divisible "
+        raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be divisible "
                          f"by the number of devices ({_device_count()})")
 
 

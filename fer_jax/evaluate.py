@@ -1,120 +1,140 @@
-"""Test-set evaluation: accuracy, per class, confusion, ATT-COS, CAM-COS, pictures.
+"""Evaluation of a trained model, at the end of training or on a finished run.
+
+For one split: accuracy (also per class, confusion), ATT-COS of every
+top-level layer, and for every selected CAM method (fer_jax.cams) its CAM-COS,
+AU pointing game and deletion / insertion AUC. Writes results.json, report.md
+and the pictures (attention.png, cams_<method>.png, confusion.png).
 
 The per-device `eval_step` returns per-sample numbers; the host aggregates
-them with the padding mask, so every test example counts exactly once.
+them with the padding mask, so every example counts exactly once.
+
+  python -m fer_jax.evaluate --workdir=RUN [--split=test] [--cam_methods=a,b]
+                             [--cam_layers=stage3,stage4] [--output=DIR]
 """
 import functools
+import json
 import os
-from typing import Any, Dict, List, Sequence
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
-from fer_jax import alignment, cams, data_parallel, input_pipeline, plots
+from fer_jax import alignment, cams, capture, config_schema, data_parallel, input_pipeline, maps
+from fer_jax import plots, report
+from fer_jax.metrics import aggregate, classification, faithfulness, localisation
+
+RESULTS = "results.json"
+# Per-method metrics: (results key, aggregation). "paper": per class over valid AU
+# maps, then over the non-neutral classes; "all": mean over every example (no AU
+# map needed).
+CAM_METRICS = (("cam_cos", "paper"), ("pointing", "paper"), ("deletion_auc", "all"),
+               ("insertion_auc", "all"))
 
 
 def reported_layers(spatial: Sequence[str], aligned: Sequence[str]) -> List[str]:
     """Top-level (B, H, W, C) layers plus any aligned nested ones, in model order.
 
-    spatial: the model's (B, H, W, C) layers (alignment.spatial_layers).
+    spatial: the model's (B, H, W, C) layers (capture.spatial_layers).
     """
     top = [n for n in spatial if "/" not in n]
     return top + [n for n in aligned if n not in top]
 
 
-def eval_step(state, batch, *, layers: Sequence[str], cam_layer: str, head_name: str
-              ) -> Dict[str, Any]:
-    """Per-sample predictions and cosines for one device's slice of the batch.
+def cam_spec(model: Any, eval_config: ml_collections.ConfigDict,
+             spatial: Mapping[str, Any]) -> cams.CamSpec:
+    """The checked CamSpec of config.eval (methods, layers, smoothing)."""
+    return cams.spec_for(model, eval_config.cam_methods, eval_config.cam_layers,
+                         eval_config.aug_smooth, eval_config.eigen_smooth,
+                         eval_config.score_cam_batch, available_layers=spatial)
 
-    Returns pred (b,), att_cos {layer: (b,)}, cam_cos {method: (b,)} for the
-    CAM methods "cam", "gradcam", "gradcam++", "layercam" of the true class.
+
+def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *, model: Any,
+              att_layers: Sequence[str], spec: cams.CamSpec, steps: int) -> Dict[str, Any]:
+    """Per-sample predictions and scores for one device's slice of the batch.
+
+    batch: image (b, S, S, 3), heatmap (b, S, S), label (b,), index (b,).
+    Returns pred (b,), att_cos {layer: (b,)} and, per metric of CAM_METRICS,
+    {method: (b,)} for the maps of the true class.
     """
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    logits, st = state.apply_fn(
-        variables, batch["image"], train=False,
-        capture_intermediates=alignment.capture_filter(tuple(layers)), mutable=["intermediates"])
-    heat = batch["heatmap"]
-    feats, grads, _ = cams.features_and_gradients(
-        state.apply_fn, variables, batch["image"], cam_layer, batch["label"])
-    maps = {"cam": cams.class_activation_map(feats, state.params[head_name]["kernel"],
-                                              batch["label"])}
-    maps.update({name: fn(feats, grads) for name, fn in cams.GRADIENT_CAMS.items()})
-    return {
-        "pred": jnp.argmax(logits, -1),
-        "att_cos": {n: alignment.att_cos(alignment.captured(st["intermediates"], n), heat)
-                    for n in layers},
-        "cam_cos": {name: cams.cam_cos(m, heat) for name, m in maps.items()},
+    images, heat, labels = batch["image"], batch["heatmap"], batch["label"]
+    explained = cams.explain(model, variables, images, labels, spec,
+                             sample_ids=batch["index"], extra_layers=att_layers)
+    out: Dict[str, Any] = {
+        "pred": jnp.argmax(explained.probe.logits, -1),
+        "att_cos": {n: alignment.att_cos(explained.probe.features[n], heat) for n in att_layers},
+        "cam_cos": {m: localisation.cam_cos(v, heat) for m, v in explained.maps.items()},
+        "pointing": {m: localisation.pointing_hits(v, heat) for m, v in explained.maps.items()},
     }
-
-
-def class_mean(values: np.ndarray, labels: np.ndarray, keep: np.ndarray,
-               num_classes: int) -> Dict[int, float]:
-    """Mean of `values` per class over samples where `keep`; classes with none omitted."""
-    out = {}
-    for k in range(num_classes):
-        sel = keep & (labels == k)
-        if sel.any():
-            out[k] = float(values[sel].mean())
+    if steps:
+        def class_probs(x: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
+            probs = jax.nn.softmax(model.apply(variables, x, train=False).astype(jnp.float32))
+            return jnp.take_along_axis(probs, classes[:, None], axis=1)[:, 0]
+        stacked = jnp.stack([explained.maps[m] for m in spec.methods])
+        deletion, insertion = faithfulness.curves(class_probs, images, stacked, labels, steps)
+        out["deletion_auc"] = dict(zip(spec.methods, faithfulness.auc(deletion)))
+        out["insertion_auc"] = dict(zip(spec.methods, faithfulness.auc(insertion)))
     return out
 
 
-def cosine_score(values: np.ndarray, labels: np.ndarray, keep: np.ndarray,
-                 num_classes: int) -> float:
-    """method.md aggregation: per-class mean over valid samples, then the unweighted
-    mean over the non-neutral classes (Neutral maps are always invalid)."""
-    per_class = class_mean(values, labels, keep, num_classes)
-    scores = [v for k, v in per_class.items() if k != 0]
-    return float(np.mean(scores)) if scores else float("nan")
-
-
-def evaluate(model, state, builder, config: ml_collections.ConfigDict,
+def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
              dp: data_parallel.DataParallel, class_names: Sequence[str],
-             spatial: Sequence[str]) -> Dict[str, Any]:
-    """Evaluates `state` on config.dataset.eval_split; returns the results dict.
+             spatial: Mapping[str, Any], split: Optional[str] = None,
+             progress: bool = True) -> Dict[str, Any]:
+    """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
-    spatial: the model's (B, H, W, C) layer names, as alignment.spatial_layers gives.
+    spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.
     """
-    split = config.dataset.eval_split
-    layers = reported_layers(spatial, config.align.layers)
-    step = dp.wrap(functools.partial(eval_step, layers=layers, cam_layer=model.cam_layer,
-                                     head_name=model.head_name), replicated_out=False)
+    split = split or config.dataset.eval_split
+    layers = reported_layers(list(spatial), config.align.layers)
+    spec = cam_spec(model, config.eval, spatial)
+    steps = int(config.eval.faithfulness_steps)
+    step = dp.wrap(functools.partial(eval_step, model=model, att_layers=tuple(layers), spec=spec,
+                                     steps=steps), replicated_out=False)
     local_batch = config.eval.batch_size // jax.process_count()
     batches, num_batches = input_pipeline.eval_batches(
         builder, config, split, dp.num_local_devices, local_batch)
-    pstate = dp.replicate(state)
+    first_index = jax.process_index() * num_batches * local_batch
+    pvars = dp.replicate(variables)
     parts: List[Dict[str, Any]] = []
-    for batch in batches:
-        out = dp.to_host(step(pstate, dp.shard(batch)))
+    bar = tqdm(batches, total=num_batches, desc=f"evaluate {split}", unit="batch",
+               disable=not (progress and jax.process_index() == 0), leave=False)
+    for i, batch in enumerate(bar):
+        index = first_index + i * local_batch + np.arange(local_batch, dtype=np.int32)
+        batch["index"] = index.reshape(batch["label"].shape)
+        out = dp.to_host(step(pvars, dp.shard(batch)))
         out.update({k: batch[k].reshape(-1) for k in ("label", "valid", "mask")})
         parts.append(out)
-    merged = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-    merged = _gather_processes(merged)
+    merged = _gather_processes(jax.tree.map(lambda *xs: np.concatenate(xs), *parts))
     real = merged["mask"] > 0
     labels = merged["label"][real].astype(int)
-    preds = merged["pred"][real].astype(int)
     valid = merged["valid"][real] > 0
     k = len(class_names)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (labels, preds), 1)
-    per_class = {class_names[c]: float(confusion[c, c] / confusion[c].sum())
-                 for c in range(k) if confusion[c].sum()}
+    confusion = classification.confusion_matrix(labels, merged["pred"][real], k)
+    per_method = {m: {} for m in spec.methods}
+    for key, how in CAM_METRICS:
+        for m, values in merged.get(key, {}).items():
+            per_method[m][key] = (aggregate.paper_score(values[real], labels, valid, k)
+                                  if how == "paper" else float(np.mean(values[real])))
     return {
         "split": split,
         "num_examples": int(real.sum()),
         "num_valid_heatmaps": int(valid.sum()),
-        "accuracy": float((labels == preds).mean()),
-        "mean_class_accuracy": float(np.mean(list(per_class.values()))),
-        "per_class_accuracy": per_class,
+        **classification.summary(confusion, class_names),
         "confusion_matrix": confusion.tolist(),
         "class_names": list(class_names),
         "aligned_layers": list(config.align.layers),
-        "att_cos": {n: cosine_score(merged["att_cos"][n][real], labels, valid, k)
+        "att_cos": {n: aggregate.paper_score(merged["att_cos"][n][real], labels, valid, k)
                     for n in layers},
-        "cam_cos": {name: cosine_score(v[real], labels, valid, k)
-                    for name, v in merged["cam_cos"].items()},
         "cam_layer": model.cam_layer,
+        "cam_layers": list(spec.layers),
+        "cam_methods": list(spec.methods),
+        "cam_options": {"aug_smooth": spec.aug_smooth, "eigen_smooth": spec.eigen_smooth},
+        "faithfulness_steps": steps,
+        "cams": per_method,
     }
 
 
@@ -127,67 +147,180 @@ def _gather_processes(tree: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def summary_line(results: Dict[str, Any]) -> str:
-    """One line for the terminal: accuracy and the interpretability scores."""
-    att = ", ".join(f"{n} {results['att_cos'][n]:.3f}" for n in results["aligned_layers"])
+    """One line for the terminal: accuracy, ATT-COS of the aligned layers, every CAM-COS."""
+    att = ", ".join(f"{n} {results['att_cos'][n]:.3f}" for n in results["aligned_layers"]
+                    if n in results["att_cos"])
+    cam = ", ".join(f"{m} {v['cam_cos']:.3f}" for m, v in results["cams"].items())
     return (f"{results['split']}: accuracy {results['accuracy']:.4f} "
             f"(mean class {results['mean_class_accuracy']:.4f}) | ATT-COS {att} | "
-            f"CAM-COS {results['cam_cos']['cam']:.3f} (GradCAM {results['cam_cos']['gradcam']:.3f},"
-            f" GradCAM++ {results['cam_cos']['gradcam++']:.3f}, LayerCAM "
-            f"{results['cam_cos']['layercam']:.3f}) | {results['num_examples']} examples")
+            f"CAM-COS {cam} | {results['num_examples']} examples")
 
 
-def write_pictures(model, state, builder, config: ml_collections.ConfigDict,
-                   results: Dict[str, Any], workdir: str) -> List[str]:
-    """attention.png (image, AU map, layer attention, CAM) and confusion.png in workdir."""
+def write_pictures(model: Any, variables: Mapping[str, Any], builder,
+                   config: ml_collections.ConfigDict, results: Dict[str, Any], outdir: str,
+                   spec: cams.CamSpec) -> List[str]:
+    """attention.png, cams_<method>.png (one per method) and confusion.png in `outdir`.
+
+    The maps come from the same engine as the scores (fer_jax.cams.explain).
+    """
     paths = []
     class_names = results["class_names"]
     n = config.eval.num_plot_images
     if n > 0:
-        size = config.dataset.image_size
-        batches, _ = input_pipeline.eval_batches(
-            builder, config, config.dataset.eval_split, 1, max(n, 1))
+        batches, _ = input_pipeline.eval_batches(builder, config, results["split"], 1, n)
         batch = {k: v[0] for k, v in next(batches).items()}
         keep = batch["mask"] > 0
         batch = {k: v[keep] for k, v in batch.items()}
         layer = config.align.layers[0]
-        maps = _picture_maps(model, state, batch, layer, size)
-        path = os.path.join(workdir, "attention.png")
-        plots.attention_grid(
-            images=_denormalise(batch["image"]), heatmaps=batch["heatmap"],
-            valid=batch["valid"] > 0, attention=np.asarray(maps["attention"]),
-            cams=np.asarray(maps["cam"]), labels=batch["label"],
-            preds=np.asarray(maps["pred"]), class_names=class_names,
-            layer=layer, path=path)
+        maps_, attention, preds = _picture_maps(model, variables, batch["image"], batch["label"],
+                                                spec, layer)
+        images = input_pipeline.denormalise(batch["image"])
+        common = dict(heatmaps=batch["heatmap"], valid=batch["valid"] > 0,
+                      labels=batch["label"], preds=preds, class_names=class_names)
+        first = spec.methods[0]
+        path = os.path.join(outdir, "attention.png")
+        plots.overlay_grid(images, [(f"attention ({layer})", attention),
+                                    (f"{first} (true class)", maps_[first])], path=path, **common)
         paths.append(path)
-    path = os.path.join(workdir, "confusion.png")
+        for method in spec.methods:
+            path = os.path.join(outdir, f"cams_{method}.png")
+            title = (f"{method} at {', '.join(spec.layers)}" if cams.REGISTRY[method].source
+                     == cams.base.PER_LAYER else method)
+            plots.overlay_grid(images, [(f"{method} (true class)", maps_[method])], path=path,
+                               title=title, **common)
+            paths.append(path)
+    path = os.path.join(outdir, "confusion.png")
     plots.confusion_matrix(np.array(results["confusion_matrix"]), class_names, path)
     paths.append(path)
     return paths
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _picture_maps_jit(model, variables, batch, layer, size):
-    logits, st = model.apply(variables, batch["image"], train=False,
-                             capture_intermediates=alignment.capture_filter(
-                                 (layer, model.cam_layer)), mutable=["intermediates"])
-    inter = st["intermediates"]
-    pred = jnp.argmax(logits, -1)
-    att = alignment.upsample_for_scoring(
-        alignment.attention_map(alignment.captured(inter, layer)), (size, size))
-    cam = cams.class_activation_map(alignment.captured(inter, model.cam_layer),
-                                    variables["params"][model.head_name]["kernel"],
-                                    batch["label"])
-    return {"pred": pred, "attention": cams.min_max(att),
-            "cam": cams.upsample_cam(cam, (size, size))}
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _picture_maps_jit(model, variables, images, labels, spec, layer):
+    explained = cams.explain(model, variables, images, labels, spec, extra_layers=(layer,))
+    size = images.shape[1:3]
+    att = maps.upsample_attention(maps.channel_mean(explained.probe.features[layer]), size)
+    return explained.maps, maps.min_max(att), jnp.argmax(explained.probe.logits, -1)
 
 
-def _picture_maps(model, state, batch, layer, size):
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    return _picture_maps_jit(model, variables,
-                             {"image": batch["image"], "label": batch["label"]}, layer, size)
+def _picture_maps(model, variables, images, labels, spec, layer):
+    out = _picture_maps_jit(model, variables, jnp.asarray(images), jnp.asarray(labels), spec,
+                            layer)
+    return jax.tree.map(np.asarray, out)
 
 
-def _denormalise(images: np.ndarray) -> np.ndarray:
-    mean = np.array(input_pipeline.IMAGENET_MEAN, np.float32)
-    std = np.array(input_pipeline.IMAGENET_STD, np.float32)
-    return np.clip(images * std + mean, 0.0, 1.0)
+def write_outputs(results: Dict[str, Any], model: Any, variables: Mapping[str, Any], builder,
+                  config: ml_collections.ConfigDict, spatial: Mapping[str, Any], outdir: str
+                  ) -> List[str]:
+    """results.json, report.md and the pictures in `outdir`; prints the summary. Process 0 only."""
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, RESULTS)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=_jsonable)
+    written = [path, report.write(results, os.path.join(outdir, "report.md"))]
+    written += write_pictures(model, variables, builder, config, results, outdir,
+                              cam_spec(model, config.eval, spatial))
+    print(summary_line(results), flush=True)
+    return written
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str] = None,
+                 overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Evaluates the latest checkpoint of a (finished or interrupted) run, without training.
+
+    overrides: {"eval.cam_methods": (...), "dataset.data_dir": ..., ...} applied to
+    the run's config. Writes results.json, report.md and pictures to `output`
+    (default: the workdir; an existing results.json there keeps its `train`).
+    """
+    from fer_jax import runs
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    config = runs.read(workdir)["config"]
+    for key, value in (overrides or {}).items():
+        group, name = key.split(".")
+        config[group][name] = value
+    config_schema.validate(config)
+    input_pipeline.hide_accelerators_from_tf()
+    builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
+    restored = runs.restore(workdir)
+    spatial = capture.spatial_layers(restored.model, restored.variables,
+                                     (config.dataset.image_size,) * 2 + (3,))
+    dp = data_parallel.DataParallel(spmd=config.spmd)
+    results = evaluate(restored.model, restored.variables, builder, config, dp,
+                       restored.class_names, spatial, split=split)
+    results["checkpoint_step"] = restored.step
+    outdir = os.path.abspath(os.path.expanduser(output or workdir))
+    old = os.path.join(outdir, RESULTS)
+    if os.path.exists(old):
+        with open(old) as f:
+            previous = json.load(f)
+        if "train" in previous:
+            results["train"] = previous["train"]
+    results["config"] = config.to_dict()
+    if jax.process_index() == 0:
+        written = write_outputs(results, restored.model, restored.variables, builder, config,
+                                spatial, outdir)
+        print(f"Wrote {', '.join(os.path.basename(p) for p in written)} in {outdir}.", flush=True)
+    return results
+
+
+def _names(value: str) -> tuple:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import flags, logging
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        from absl import app
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:   # orbax and TFDS narrate every step at INFO
+        logging.set_verbosity(logging.WARNING)
+    overrides: Dict[str, Any] = {}
+    if FLAGS.cam_methods is not None:
+        overrides["eval.cam_methods"] = _names(FLAGS.cam_methods)
+    if FLAGS.cam_layers is not None:
+        overrides["eval.cam_layers"] = _names(FLAGS.cam_layers)
+    for flag in ("aug_smooth", "eigen_smooth", "faithfulness_steps", "num_plot_images"):
+        if FLAGS[flag].value is not None:
+            overrides[f"eval.{flag}"] = FLAGS[flag].value
+    if FLAGS.batch_size is not None:
+        overrides["eval.batch_size"] = FLAGS.batch_size
+    if FLAGS.data_dir is not None:
+        overrides["dataset.data_dir"] = FLAGS.data_dir
+    try:
+        evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.output, overrides)
+    except (config_schema.ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _define_flags() -> None:
+    from absl import flags
+    flags.DEFINE_string("workdir", None, "The run to evaluate (its run.json and checkpoints/).")
+    flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval_split).")
+    flags.DEFINE_string("output", None, "Where results.json, report.md and pictures go "
+                        "(default: the workdir).")
+    flags.DEFINE_string("cam_methods", None, "Comma-separated CAM methods (default: the run's "
+                        f"config, usually all that apply). Known: {', '.join(cams.REGISTRY)}.")
+    flags.DEFINE_string("cam_layers", None, "Comma-separated layers of the per-layer CAMs.")
+    flags.DEFINE_boolean("aug_smooth", None, "Test-time augmentation of the CAMs.")
+    flags.DEFINE_boolean("eigen_smooth", None, "First principal component instead of the sum.")
+    flags.DEFINE_integer("faithfulness_steps", None, "Deletion/insertion steps (0 = skip).")
+    flags.DEFINE_integer("num_plot_images", None, "Faces per picture (0 = no pictures).")
+    flags.DEFINE_integer("batch_size", None, "Global evaluation batch size.")
+    flags.DEFINE_string("data_dir", None, "Where the run's dataset is built, if it moved.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+if __name__ == "__main__":
+    from absl import app
+    _define_flags()
+    app.run(main)

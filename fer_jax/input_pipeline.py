@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from data_prep.faces import IMAGENET_MEAN, IMAGENET_STD  # one normalisation for train and serve
+from fer_jax import config_schema
 
 
 def hide_accelerators_from_tf() -> None:
@@ -146,6 +146,13 @@ def _normalise(ex: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return out
 
 
+def denormalise(images: np.ndarray) -> np.ndarray:
+    """Normalised (..., 3) images back to RGB in [0, 1] (for pictures)."""
+    mean = np.array(IMAGENET_MEAN, np.float32)
+    std = np.array(IMAGENET_STD, np.float32)
+    return np.clip(np.asarray(images) * std + mean, 0.0, 1.0)
+
+
 def _device_layout(batch: Dict[str, tf.Tensor], num_devices: int) -> Dict[str, tf.Tensor]:
     return {k: tf.reshape(v, tf.concat([[num_devices, -1], tf.shape(v)[1:]], 0))
             for k, v in batch.items()}
@@ -179,7 +186,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
 def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     """Examples in `split` (all processes together)."""
     if split not in builder.info.splits:
-        raise ValueError(f"split {split!r} is not in {builder.info.full_name}; "
+        raise config_schema.ConfigError(f"split {split!r} is not in {builder.info.full_name}; "
                          f"valid splits: {sorted(builder.info.splits)}")
     return builder.info.splits[split].num_examples
 

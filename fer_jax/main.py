@@ -5,6 +5,7 @@ evaluates and writes results.json, checkpoints, TensorBoard logs and pictures
 to the workdir.
 """
 import os
+import sys
 
 # TensorFlow (input pipeline only) need not announce its CPU kernels.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -29,8 +30,13 @@ def main(argv):
     if jax.process_index() != 0 or not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX devices: %s", jax.devices())
-    from fer_jax import train  # after flag parsing: keeps --help fast
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    from fer_jax import config_schema, train  # after flag parsing: keeps --help fast
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (config_schema.ConfigError, FileNotFoundError) as e:
+        # A bad value or a missing dataset is the user's to fix: one line, no traceback.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Pictures people look at: attention/CAM overlays on faces, the confusion matrix."""
-from typing import Sequence
+from typing import Optional, Sequence, Tuple
 
 import matplotlib
 matplotlib.use("Agg")  # files only; no display on TPU VMs or CI
@@ -7,26 +7,30 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def attention_grid(images: np.ndarray, heatmaps: np.ndarray, valid: np.ndarray,
-                   attention: np.ndarray, cams: np.ndarray, labels: np.ndarray,
-                   preds: np.ndarray, class_names: Sequence[str], layer: str,
-                   path: str) -> None:
-    """One row per image: the face, its AU map, the layer attention, the CAM.
+def overlay_grid(images: np.ndarray, columns: Sequence[Tuple[str, np.ndarray]],
+                 heatmaps: np.ndarray, valid: np.ndarray, labels: np.ndarray,
+                 preds: np.ndarray, class_names: Sequence[str], path: str,
+                 title: Optional[str] = None) -> None:
+    """One row per face: the face, its AU map, then one overlay per column.
 
-    images (N, H, W, 3) in [0, 1]; heatmaps, attention, cams (N, H, W) in [0, 1].
+    images (N, H, W, 3) in [0, 1]; heatmaps (N, H, W) in [0, 1] (shown where
+    `valid`); columns: (title, (N, H, W) maps in [0, 1]) drawn over the face.
+    Long lists put two faces side by side so the picture stays readable.
     """
     n = len(images)
-    cols = ("image", "AU map", f"attention ({layer})", "CAM (true class)")
-    blocks = 2 if n > 8 else 1  # two faces side by side keep long lists readable
-    rows = -(-n // blocks)
-    fig, axes = plt.subplots(rows, 4 * blocks, figsize=(4 * blocks * 1.9, rows * 1.9),
+    titles = ["image", "AU map"] + [t for t, _ in columns]
+    per_face = len(titles)
+    blocks = 2 if n > 8 else 1
+    rows = max(1, -(-n // blocks))
+    fig, axes = plt.subplots(rows, per_face * blocks,
+                             figsize=(per_face * blocks * 1.9, rows * 1.9 + (0.3 if title else 0)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
-        row, first = i % rows, 4 * (i // rows)
+        row, first = i % rows, per_face * (i // rows)
         truth, guess = class_names[int(labels[i])], class_names[int(preds[i])]
-        overlays = (None, heatmaps[i] if valid[i] else None, attention[i], cams[i])
+        overlays = [None, heatmaps[i] if valid[i] else None] + [m[i] for _, m in columns]
         for j, overlay in enumerate(overlays):
             ax = axes[row, first + j]
             ax.axis("on")
@@ -36,7 +40,7 @@ def attention_grid(images: np.ndarray, heatmaps: np.ndarray, valid: np.ndarray,
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(cols[j], fontsize=8)
+                ax.set_title(titles[j], fontsize=8)
         mark = "" if truth == guess else "  [wrong]"
         axes[row, first].set_ylabel(f"{truth}\npred: {guess}{mark}", fontsize=7)
         if not valid[i]:
@@ -44,6 +48,8 @@ def attention_grid(images: np.ndarray, heatmaps: np.ndarray, valid: np.ndarray,
                                       va="center", fontsize=7, color="black",
                                       bbox={"facecolor": "white", "alpha": 0.7},
                                       transform=axes[row, first + 1].transAxes)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -21,8 +21,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from fer_jax import alignment, checkpoints, config_schema, data_parallel, evaluate, models
-from fer_jax import input_pipeline, optim
+from fer_jax import alignment, capture, checkpoints, config_schema, data_parallel, evaluate, models
+from fer_jax import input_pipeline, optim, runs
 
 AXIS = data_parallel.AXIS
 
@@ -56,7 +56,7 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
     """One SGD step on this device's slice of the global batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), valid (b,), label (b,),
-    mask (b,). Loss = CE + align_weight * R (method.md); with align_weight 0
+    mask (b,). Loss = CE + align_weight * R (docs/method.md, "Alignment loss"); with align_weight 0
     no layer is captured and the step is plain cross-entropy.
     Returns the new state and metrics summed over the global batch.
     """
@@ -70,10 +70,10 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
         mutable = ["batch_stats", "intermediates"] if aligned else ["batch_stats"]
         logits, new_vars = state.apply_fn(
             variables, batch["image"], train=True, mutable=mutable,
-            capture_intermediates=alignment.capture_filter(align_layers) if aligned else False)
+            capture_intermediates=capture.capture_filter(align_layers) if aligned else False)
         ce = jnp.sum(mask * cross_entropy(logits, batch["label"])) / count
         if aligned:
-            feats = [alignment.captured(new_vars["intermediates"], n) for n in align_layers]
+            feats = [capture.captured(new_vars["intermediates"], n) for n in align_layers]
             r = alignment.alignment_loss(feats, batch["heatmap"], batch["valid"] * mask,
                                          axis_name)
         else:
@@ -126,11 +126,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     tx = optim.create_optimizer(config, schedule)
     state = create_train_state(model, config, tx, jax.random.key(config.train.seed))
     size = config.dataset.image_size
-    layers = alignment.spatial_layers(
+    layers = capture.spatial_layers(
         model, {"params": state.params, "batch_stats": state.batch_stats}, (size, size, 3))
-    alignment.check_layers(config.align.layers, layers)
-    alignment.check_layers((model.cam_layer,), layers, key="model (cam_layer)")
+    capture.check_layers(config.align.layers, layers)
+    capture.check_layers((model.cam_layer,), layers, key="model (cam_layer)")
+    evaluate.cam_spec(model, config.eval, layers)   # bad CAM names fail now, not after training
 
+    if is_main:
+        runs.write(workdir, config, class_names, model)
     manager = checkpoints.create_manager(os.path.join(workdir, "checkpoints"), config.train)
     state = checkpoints.restore_latest(manager, state)
     start_step = int(state.step)
@@ -188,33 +191,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         if t_compile_done and steps_after_compile else None,
     }
 
-    results_path = os.path.join(workdir, "results.json")
+    results_path = os.path.join(workdir, evaluate.RESULTS)
     if trained == 0 and os.path.exists(results_path):
         # A finished run started again only re-evaluates: keep its training figures.
         with open(results_path) as f:
             train_info = json.load(f).get("train", train_info)
     state = dp.unreplicate(pstate)
-    results = evaluate.evaluate(model, state, builder, config, dp, class_names, layers)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers)
     results["train"] = train_info
     results["config"] = config.to_dict()
     if is_main:
         _write_scalars(writer, num_steps, {
             "test/accuracy": results["accuracy"],
             **{f"test/att_cos/{k}": v for k, v in results["att_cos"].items()},
-            **{f"test/cam_cos/{k}": v for k, v in results["cam_cos"].items()}})
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=2, default=_jsonable)
-        pictures = evaluate.write_pictures(model, state, builder, config, results, workdir)
-        print(evaluate.summary_line(results), flush=True)
-        print(f"Wrote {results_path}, "
-              f"{', '.join(os.path.basename(p) for p in pictures)}, checkpoints/ and "
-              "tensorboard/ there.", flush=True)
+            **{f"test/{metric}/{m}": v for m, scores in results["cams"].items()
+               for metric, v in scores.items()}})
+        written = evaluate.write_outputs(results, model, variables, builder, config, layers,
+                                         workdir)
+        print(f"Wrote {', '.join(os.path.basename(p) for p in written)}, checkpoints/ and "
+              f"tensorboard/ in {workdir}.", flush=True)
     return results
-
-
-def _jsonable(x):
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)

@@ -7,7 +7,15 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
+import sys
+
+# triton (pulled in by torchvision/timm; GPU-only) segfaults on import when
+# TensorFlow was imported first, as several test modules do. Hide it: torch then
+# runs without it, as on any CPU-only machine.
+if "triton" not in sys.modules:
+    sys.modules["triton"] = None  # type: ignore[assignment]
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +30,11 @@ def tiny_data_dir(tmp_path_factory):
 @pytest.fixture
 def tiny_config(tiny_data_dir):
     """The demo config shrunk to seconds: tiny data, a narrow ResNet-18, 8 devices."""
+    return make_tiny_config(tiny_data_dir)
+
+
+def make_tiny_config(tiny_data_dir):
+    """What the `tiny_config` fixture returns (for module-scoped fixtures)."""
     from fer_jax import config_schema
     c = config_schema.defaults()
     c.dataset.name = "synthetic_faces/tiny"
@@ -33,5 +46,6 @@ def tiny_config(tiny_data_dir):
     c.train.progress_bar = False
     c.eval.batch_size = 16
     c.eval.num_plot_images = 4
+    c.eval.faithfulness_steps = 4
     c.input.shuffle_buffer = 64
     return c

@@ -1,66 +1,199 @@
-"""CAMs: the spatial mean of the true-class CAM equals that logit minus its bias."""
+"""fer_jax.cams: each method against its definition in NumPy, and what the engine promises.
+
+(tests/test_cam_parity.py compares the methods pytorch-grad-cam also has with it.)
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from fer_jax import alignment, cams
-from fer_jax.models import resnet
+from fer_jax import cams, capture
+from fer_jax.cams import base
+from fer_jax.config_schema import ConfigError
+from fer_jax.models import resnet, vit
+
+relu = lambda a: np.maximum(a, 0.0)
 
 
-def test_cam_of_gap_head_reproduces_logits():
+@pytest.fixture(scope="module")
+def resnet_case():
     model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
     x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
-    v = model.init(jax.random.key(1), x)
-    logits, st = model.apply(v, x, capture_intermediates=alignment.capture_filter(["stage4"]),
-                             mutable=["intermediates"])
-    feats = alignment.captured(st["intermediates"], "stage4")
-    labels = jnp.array([0, 3, 4])
-    cam = cams.class_activation_map(feats, v["params"]["head"]["kernel"], labels)
-    expected = logits[jnp.arange(3), labels] - v["params"]["head"]["bias"][labels]
-    np.testing.assert_allclose(np.asarray(cam.mean((1, 2))), np.asarray(expected), atol=1e-4)
+    return model, jax.jit(model.init)(jax.random.key(1), x), x, jnp.array([1, 0, 4])
 
 
-def test_cam_cos_is_one_for_a_cam_shaped_like_the_heatmap():
-    heat = np.zeros((1, 16, 16), np.float32)
-    heat[0, 4:12, 4:12] = 1.0
-    cam = np.zeros((1, 16, 16), np.float32)
-    cam[0, 4:12, 4:12] = 7.0  # any scale: CAMs are min-max normalised first
-    np.testing.assert_allclose(np.asarray(cams.cam_cos(jnp.asarray(cam), heat)), 1.0, atol=1e-5)
+@pytest.fixture(scope="module")
+def vit_case():
+    model = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=3, num_heads=3,
+                    image_size=32)
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    return model, jax.jit(model.init)(jax.random.key(3), x), x, jnp.array([2, 3])
 
 
-def _resnet_case():
-    model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
-    x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
-    v = model.init(jax.random.key(1), x)
-    return model, v, x, jnp.array([1, 0, 4])
+def _inputs(model, v, x, labels, layer="stage4"):
+    probe = capture.probe(model.apply, v, x, labels, (layer,), (layer,))
+    f, g = probe.features[layer], probe.gradients[layer]
+    return base.LayerInputs(features=f, gradients=g, classes=labels,
+                            head_kernel=v["params"]["head"]["kernel"]), probe
 
 
-def test_gradient_at_a_layer_of_a_gap_head_is_the_head_weight_over_the_area():
-    model, v, x, labels = _resnet_case()
-    feats, grads, logits = cams.features_and_gradients(model.apply, v, x, "stage4", labels)
-    h, w = feats.shape[1:3]
-    kernel = np.asarray(v["params"]["head"]["kernel"])  # (C, K)
-    expected = kernel[:, np.asarray(labels)].T[:, None, None, :] / (h * w)
-    np.testing.assert_allclose(np.asarray(grads), np.broadcast_to(expected, grads.shape),
-                               rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(np.asarray(logits), np.asarray(model.apply(v, x)), atol=1e-5)
+def test_cam_of_a_gap_head_averages_to_the_logit_minus_its_bias(resnet_case):
+    model, v, x, labels = resnet_case
+    inputs, probe = _inputs(model, v, x, labels)
+    cam = np.asarray(cams.REGISTRY["cam"].fn(inputs).sum(-1))
+    expected = np.asarray(probe.logits)[np.arange(3), labels] - np.asarray(
+        v["params"]["head"]["bias"])[labels]
+    np.testing.assert_allclose(cam.mean((1, 2)), expected, atol=1e-4)
 
 
-def test_gradient_cams_match_their_numpy_definitions():
-    model, v, x, labels = _resnet_case()
-    feats, grads, _ = cams.features_and_gradients(model.apply, v, x, "stage4", labels)
-    f, g = np.asarray(feats, np.float64), np.asarray(grads, np.float64)
-    relu = lambda a: np.maximum(a, 0.0)
-    gradcam = relu(np.einsum("bhwc,bc->bhw", f, g.mean((1, 2))))
-    layercam = relu((relu(g) * f).sum(-1))
-    alpha = g ** 2 / (2 * g ** 2 + f.sum((1, 2), keepdims=True) * g ** 3 + 1e-7)
+def test_gradient_cams_match_their_numpy_definitions(resnet_case):
+    model, v, x, labels = resnet_case
+    inputs, _ = _inputs(model, v, x, labels)
+    f, g = np.asarray(inputs.features, np.float64), np.asarray(inputs.gradients, np.float64)
+    total = f.sum((1, 2), keepdims=True)
+    alpha = g ** 2 / (2 * g ** 2 + total * g ** 3 + 1e-6)
     alpha[g == 0] = 0.0
-    plusplus = relu(np.einsum("bhwc,bc->bhw", f, (alpha * relu(g)).sum((1, 2))))
-    for name, expected in [("gradcam", gradcam), ("layercam", layercam),
-                           ("gradcam++", plusplus)]:
-        got = np.asarray(cams.GRADIENT_CAMS[name](feats, grads))
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7, err_msg=name)
-    # With a GAP head Grad-CAM is the ReLU of CAM, up to the 1/(h w) scale.
-    cam = np.asarray(cams.class_activation_map(feats, v["params"]["head"]["kernel"], labels))
-    np.testing.assert_allclose(gradcam * cam.shape[1] * cam.shape[2], relu(cam),
-                               rtol=1e-4, atol=1e-6)
+    expected = {
+        "gradcam": np.einsum("bhwc,bc->bhw", f, g.mean((1, 2))),
+        "gradcam++": np.einsum("bhwc,bc->bhw", f, (alpha * relu(g)).sum((1, 2))),
+        "xgradcam": np.einsum("bhwc,bc->bhw", f, (g * f / (total + 1e-7)).sum((1, 2))),
+        "hirescam": (g * f).sum(-1),
+        "layercam": (relu(g) * f).sum(-1),
+    }
+    for name, want in expected.items():
+        got = np.asarray(cams.REGISTRY[name].fn(inputs).sum(-1))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-8, err_msg=name)
+
+
+def test_score_cam_weights_are_the_softmax_of_masked_image_scores(resnet_case):
+    """Recomputed channel by channel with a plain Python loop of forward passes."""
+    model, v, x, labels = resnet_case
+    probe = capture.probe(model.apply, v, x, labels, ("stage3",))
+    feats = np.asarray(probe.features["stage3"])
+    scores = np.zeros(feats.shape[0:1] + feats.shape[-1:])
+    for c in range(feats.shape[-1]):
+        up = np.asarray(jax.image.resize(jnp.asarray(feats[..., c]), (3, 32, 32), "linear"))
+        lo, hi = up.min((1, 2), keepdims=True), up.max((1, 2), keepdims=True)
+        logits = np.asarray(model.apply(v, x * ((up - lo) / (hi - lo + 1e-8))[..., None]))
+        scores[:, c] = logits[np.arange(3), labels]
+    w = np.exp(scores - scores.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    expected = np.einsum("bhwc,bc->bhw", feats, w)
+
+    def class_scores(imgs, cls):
+        return jnp.take_along_axis(model.apply(v, imgs), cls[:, None], 1)[:, 0]
+    inputs = base.LayerInputs(features=probe.features["stage3"], images=x, classes=labels,
+                              class_scores=class_scores, score_batch=20)  # 6 channels a chunk
+    got = np.asarray(cams.REGISTRY["scorecam"].fn(inputs).sum(-1))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_attention_rollout_and_class_token_map_match_numpy(vit_case):
+    model, v, x, labels = vit_case
+    spec = cams.spec_for(model, ("rollout", "cls_attention"))
+    out = cams.explain(model, v, x, labels, spec)
+    probs = [np.asarray(out.probe.taps[n], np.float64) for n in model.attention_layers]
+    joint = np.eye(probs[0].shape[-1])
+    for p in probs:
+        a = 0.5 * p.mean(1) + 0.5 * np.eye(p.shape[-1])
+        joint = (a / a.sum(-1, keepdims=True)) @ joint
+    raw = {"rollout": joint[:, 0, 1:], "cls_attention": probs[-1].mean(1)[:, 0, 1:]}
+    for name, row in raw.items():
+        grid = row.reshape(2, 4, 4)
+        lo, hi = grid.min((1, 2), keepdims=True), grid.max((1, 2), keepdims=True)
+        want = np.asarray(jax.image.resize(jnp.asarray((grid - lo) / (hi - lo)), (2, 32, 32),
+                                           "linear"))
+        np.testing.assert_allclose(np.asarray(out.maps[name]), want, atol=1e-5, err_msg=name)
+
+
+def test_eigen_cam_is_the_first_principal_component_with_a_fixed_sign(resnet_case):
+    model, v, x, labels = resnet_case
+    probe = capture.probe(model.apply, v, x, labels, ("stage4",))
+    f = np.asarray(probe.features["stage4"], np.float64)
+    got = np.asarray(cams.eigen.first_component(probe.features["stage4"]))
+    for i in range(3):
+        a = f[i].reshape(-1, f.shape[-1])
+        a = a - a.mean(0)
+        proj = a @ np.linalg.svd(a)[2][0]
+        if abs(proj.min()) > abs(proj.max()):
+            proj = -proj
+        np.testing.assert_allclose(got[i].ravel(), proj, rtol=1e-3, atol=1e-4 * abs(proj).max())
+
+
+def _count_convolutions(jaxpr) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "conv_general_dilated"
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            count += _count_convolutions(sub)
+    return count
+
+
+def test_one_forward_and_one_backward_serve_every_gradient_method(resnet_case):
+    """The compiled program holds the convolutions of one forward pass, whatever the number of
+    methods: the backward from the logits to stage4 (the last conv stage) crosses no conv."""
+    model, v, x, labels = resnet_case
+    methods = ("cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+               "random", "centre")
+    forward = _count_convolutions(jax.make_jaxpr(lambda v, x: model.apply(v, x))(v, x).jaxpr)
+    spec = cams.spec_for(model, methods)
+    engine = jax.make_jaxpr(lambda v, x: cams.explain(model, v, x, labels, spec).maps)(v, x)
+    assert forward > 0 and _count_convolutions(engine.jaxpr) == forward
+    # Gradients at stage3 as well: still one forward; the one backward adds the transposed
+    # convolutions of stage4 only (fewer than a second forward would add).
+    both = cams.spec_for(model, ("gradcam", "layercam"), layers=("stage3", "stage4"))
+    engine = jax.make_jaxpr(lambda v, x: cams.explain(model, v, x, labels, both).maps)(v, x)
+    assert forward < _count_convolutions(engine.jaxpr) < 2 * forward
+
+
+def test_engine_maps_are_unit_range_at_input_size_for_every_applicable_method(vit_case):
+    model, v, x, labels = vit_case
+    spec = cams.spec_for(model, layers=("block1", "block2"))
+    assert set(spec.methods) == set(cams.REGISTRY)   # a GAP-head ViT: every method applies
+    out = jax.jit(lambda v, x: cams.explain(model, v, x, labels, spec).maps)(v, x)
+    for name, m in out.items():
+        m = np.asarray(m)
+        assert m.shape == (2, 32, 32) and np.isfinite(m).all(), name
+        assert m.min() >= 0.0 and m.max() <= 1.0, name
+
+
+def test_aug_smooth_commutes_with_a_horizontal_flip(resnet_case):
+    """The augmentations are closed under flipping, so flipping the input flips the map."""
+    model, v, x, labels = resnet_case
+    spec = cams.spec_for(model, ("gradcam", "layercam"), aug_smooth=True)
+    run = jax.jit(lambda v, x: cams.explain(model, v, x, labels, spec).maps)
+    plain, flipped = run(v, x), run(v, x[:, :, ::-1])
+    for name in spec.methods:
+        np.testing.assert_allclose(np.asarray(flipped[name]), np.asarray(plain[name])[:, :, ::-1],
+                                   atol=1e-5, err_msg=name)
+    single = jax.jit(lambda v, x: cams.explain(
+        model, v, x, labels, cams.spec_for(model, ("gradcam",))).maps)(v, x)
+    assert not np.allclose(np.asarray(single["gradcam"]), np.asarray(plain["gradcam"]), atol=1e-3)
+
+
+def test_random_reference_depends_only_on_the_sample_id(resnet_case):
+    model, v, x, labels = resnet_case
+    spec = cams.spec_for(model, ("random", "centre"))
+    a = cams.explain(model, v, x, labels, spec, sample_ids=jnp.array([5, 6, 7])).maps
+    b = cams.explain(model, v, x[::-1], labels[::-1], spec, sample_ids=jnp.array([7, 6, 5])).maps
+    np.testing.assert_array_equal(np.asarray(a["random"]), np.asarray(b["random"])[::-1])
+    assert not np.allclose(np.asarray(a["random"][0]), np.asarray(a["random"][1]))
+    centre = np.asarray(a["centre"][0])
+    assert np.unravel_index(centre.argmax(), centre.shape) in {(15, 15), (15, 16), (16, 15),
+                                                               (16, 16)}
+
+
+def test_method_names_are_checked_against_the_registry_and_the_model(resnet_case):
+    model = resnet_case[0]
+    with pytest.raises(ConfigError, match=r"unknown CAM method 'gradcamm'; valid names: \[.*"
+                                          r"'gradcam'"):
+        cams.spec_for(model, ("gradcamm",))
+    with pytest.raises(ConfigError, match="'rollout' does not apply to ResNet: it needs a vision"):
+        cams.spec_for(model, ("rollout",))
+    token_vit = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=2, num_heads=3,
+                        image_size=32, head="token")
+    assert "cam" not in cams.applicable(token_vit) and "rollout" in cams.applicable(token_vit)
+    with pytest.raises(ConfigError, match="'cam' does not apply to ViT: it needs a global"):
+        cams.spec_for(token_vit, ("cam",))
+    with pytest.raises(ConfigError, match="eval.cam_layers: unknown layer 'stage7'"):
+        cams.spec_for(model, layers=("stage7",), available_layers={"stage4": (1, 4, 4, 8)})

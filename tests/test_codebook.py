@@ -1,4 +1,4 @@
-"""The codebook and region table are complete and in method.md's order."""
+"""The codebook and region table are complete and in docs/method.md's order."""
 import pytest
 
 from data_prep import codebook

@@ -1,4 +1,4 @@
-"""The real trainer, for a few steps on tiny data: outputs, resume, bad layer names."""
+"""The real trainer and evaluator, for a few steps on tiny data: outputs, resume, errors."""
 import json
 import os
 import signal
@@ -8,16 +8,15 @@ import time
 
 import pytest
 
-from fer_jax import train
+from fer_jax import cams, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESNET_METHODS = ["cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam",
+                  "eigencam", "random", "centre"]
 
 
-@pytest.mark.parametrize("spmd", [False, True], ids=["pmap", "shard_map"])
-def test_train_and_evaluate_writes_results_checkpoints_and_pictures(tiny_config, tmp_path, spmd):
-    tiny_config.spmd = spmd
-    results = train.train_and_evaluate(tiny_config, str(tmp_path))
-    on_disk = json.load(open(tmp_path / "results.json"))
+def check_outputs(workdir, results):
+    on_disk = json.load(open(workdir / "results.json"))
     assert on_disk["num_examples"] == 56 == sum(map(sum, on_disk["confusion_matrix"]))
     assert on_disk["split"] == "test"
     names = ["Neutral", "Happiness", "Surprise", "Fear", "Anger", "Disgust", "Sadness"]
@@ -25,15 +24,94 @@ def test_train_and_evaluate_writes_results_checkpoints_and_pictures(tiny_config,
     assert 0.0 <= on_disk["accuracy"] <= 1.0
     assert set(on_disk["att_cos"]) >= {"stem", "stage1", "stage2", "stage3", "stage4"}
     assert all(0.0 <= v <= 1.0 for v in on_disk["att_cos"].values())
-    assert set(on_disk["cam_cos"]) == {"cam", "gradcam", "gradcam++", "layercam"}
-    assert all(0.0 <= v <= 1.0 for v in on_disk["cam_cos"].values())
+    # Every method that applies to a ResNet, with the four scores in range.
+    assert on_disk["cam_methods"] == list(on_disk["cams"]) == RESNET_METHODS
+    for method, scores in on_disk["cams"].items():
+        assert set(scores) == {"cam_cos", "pointing", "deletion_auc", "insertion_auc"}, method
+        assert all(0.0 <= v <= 1.0 for v in scores.values()), (method, scores)
     assert on_disk["train"]["steps"] == 112 // 16
     assert on_disk["train"]["examples_per_second"] > 0
     assert results["accuracy"] == on_disk["accuracy"]
-    for picture in ("attention.png", "confusion.png"):
-        assert (tmp_path / picture).stat().st_size > 1000
-    assert os.listdir(tmp_path / "tensorboard")
-    assert "7" in os.listdir(tmp_path / "checkpoints")
+    pictures = ["attention.png", "confusion.png"] + [f"cams_{m}.png" for m in RESNET_METHODS]
+    for picture in pictures:
+        assert (workdir / picture).stat().st_size > 1000, picture
+    report = (workdir / "report.md").read_text()
+    assert all(f"| {m} |" in report for m in RESNET_METHODS if not cams.REGISTRY[m].reference)
+    assert "| *random (reference)* |" in report
+    run = json.load(open(workdir / "run.json"))
+    assert run["class_names"] == names and run["cam_layer"] == "stage4"
+    assert os.listdir(workdir / "tensorboard")
+    assert "7" in os.listdir(workdir / "checkpoints")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data_dir, tmp_path_factory):
+    """One tiny pmap run shared by the tests that read a finished run."""
+    import conftest
+    config = conftest.make_tiny_config(tiny_data_dir)
+    workdir = tmp_path_factory.mktemp("run")
+    return workdir, train.train_and_evaluate(config, str(workdir))
+
+
+def test_train_and_evaluate_writes_results_checkpoints_and_pictures(trained_run):
+    check_outputs(*trained_run)
+
+
+def test_shard_map_backend_trains_and_evaluates_to_the_same_outputs(tiny_config, tmp_path):
+    tiny_config.spmd = True
+    check_outputs(tmp_path, train.train_and_evaluate(tiny_config, str(tmp_path)))
+
+
+def evaluate_cli(*args, cwd=ROOT):
+    cmd = [sys.executable, "-m", "fer_jax.evaluate", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_cli_reproduces_a_finished_run_and_selects_methods(trained_run, tmp_path):
+    workdir, results = trained_run
+    out = evaluate_cli(f"--workdir={workdir}", f"--output={tmp_path / 'all'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    again = json.load(open(tmp_path / "all" / "results.json"))
+    assert again["accuracy"] == results["accuracy"]
+    assert again["cams"] == results["cams"]          # every score of every method, exactly
+    assert again["att_cos"] == results["att_cos"]
+    assert again["checkpoint_step"] == 7
+    assert "evaluate test" in out.stderr               # the progress bar
+    out = evaluate_cli(f"--workdir={workdir}", f"--output={tmp_path / 'two'}",
+                       "--cam_methods=gradcam,layercam", "--cam_layers=stage3,stage4",
+                       "--faithfulness_steps=0", "--num_plot_images=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    two = json.load(open(tmp_path / "two" / "results.json"))
+    assert list(two["cams"]) == ["gradcam", "layercam"] and two["cam_layers"] == ["stage3",
+                                                                                 "stage4"]
+    assert set(two["cams"]["gradcam"]) == {"cam_cos", "pointing"}
+    assert sorted(p.name for p in (tmp_path / "two").glob("cams_*.png")) == [
+        "cams_gradcam.png", "cams_layercam.png"]
+
+
+def test_evaluate_says_what_is_missing(trained_run, tmp_path):
+    from fer_jax import evaluate
+    from fer_jax.config_schema import ConfigError
+    workdir, _ = trained_run
+    with pytest.raises(FileNotFoundError, match="is not a fer_jax run.*python -m fer_jax.main"):
+        evaluate.evaluate_run(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="is not built in .*python -m data_prep.build"):
+        evaluate.evaluate_run(str(workdir), overrides={"dataset.data_dir": str(tmp_path / "no")})
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "run.json").write_text((workdir / "run.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*copy/checkpoints"):
+        evaluate.evaluate_run(str(tmp_path / "copy"))
+    with pytest.raises(ConfigError, match="unknown layer 'stage9'"):
+        evaluate.evaluate_run(str(workdir), overrides={"eval.cam_layers": ("stage9",)})
+
+
+def test_evaluate_cli_ends_a_bad_value_with_one_line_not_a_traceback(trained_run):
+    workdir, _ = trained_run
+    out = evaluate_cli(f"--workdir={workdir}", "--cam_methods=gradcam,grad_cam")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "error: config.eval.cam_methods=('gradcam', 'grad_cam') names an unknown CAM method "
+        "'grad_cam'")
 
 
 def test_unknown_align_layer_fails_listing_valid_layers(tiny_config, tmp_path):
@@ -41,6 +119,7 @@ def test_unknown_align_layer_fails_listing_valid_layers(tiny_config, tmp_path):
     with pytest.raises(ValueError, match=r"unknown layer 'stage5'; valid layers: \['stem', "
                                          r"'stage1', 'stage2', 'stage3', 'stage4'\]"):
         train.train_and_evaluate(tiny_config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()   # failed before training
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):

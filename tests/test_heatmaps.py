@@ -16,7 +16,7 @@ def _frontal_face(size: int = 128) -> np.ndarray:
     return synthetic.draw_face(idn, 0, size)[1].astype(np.float64)
 
 
-# method.md's region table restated as expected centres, independently of the
+# docs/method.md's region table restated as expected centres, independently of the
 # codebook's vocabulary: AU -> function(landmarks, s) -> list of (x, y).
 def _mid(a, b):
     return (np.asarray(a) + np.asarray(b)) / 2.0

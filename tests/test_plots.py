@@ -1,4 +1,4 @@
-"""Pictures: the attention grid and the confusion matrix are written as readable PNGs."""
+"""Pictures: the overlay grids and the confusion matrix are written as readable PNGs."""
 import matplotlib.image
 import numpy as np
 
@@ -11,8 +11,9 @@ def grid(tmp_path, n):
     rng = np.random.default_rng(0)
     path = str(tmp_path / f"grid{n}.png")
     maps = lambda: rng.uniform(size=(n, 32, 32)).astype(np.float32)
-    plots.attention_grid(rng.uniform(size=(n, 32, 32, 3)), maps(), np.arange(n) % 3 > 0, maps(),
-                         maps(), np.arange(n) % 7, (np.arange(n) + 1) % 7, NAMES, "stage4", path)
+    plots.overlay_grid(rng.uniform(size=(n, 32, 32, 3)), [("attention", maps()), ("CAM", maps())],
+                       maps(), np.arange(n) % 3 > 0, np.arange(n) % 7, (np.arange(n) + 1) % 7,
+                       NAMES, path)
     return matplotlib.image.imread(path)
 
 

@@ -73,9 +73,36 @@ def test_shard_map_on_one_device_matches_pmap(reference):
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-6)
 
 
+def _np_cosine(a, b):
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-8)
+
+
 def test_loss_is_cross_entropy_plus_lambda_times_alignment(reference):
+    """The step's loss against CE and R recomputed in NumPy from the model's raw outputs."""
     _, m = reference
-    np.testing.assert_allclose(m["loss"], m["ce"] + 3.0 * m["align"], rtol=1e-6)
+    state, batch = make_state(), make_batch()
+    plain = resnet.ResNet18(num_classes=7, width=4, large_maps=True)  # BN over the whole batch
+    logits, st = plain.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+        mutable=["batch_stats", "intermediates"],
+        capture_intermediates=lambda mdl, method: method == "__call__" and mdl.path in (
+            ("stage3",), ("stage4",)))
+    logits = np.asarray(logits, np.float64)
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    ce = -log_p[np.arange(BATCH), batch["label"]].mean()
+    valid = batch["valid"]
+    terms = []
+    for layer in ("stage3", "stage4"):
+        att = np.asarray(st["intermediates"][layer]["__call__"][0]).mean(-1)
+        target = np.asarray(jax.image.resize(batch["heatmap"], (BATCH,) + att.shape[1:],
+                                             "linear", antialias=True))
+        terms.append((valid * (1 - _np_cosine(att, target))).sum() / valid.sum())
+    r = np.mean(terms)
+    np.testing.assert_allclose(m["ce"], ce, rtol=1e-5)
+    np.testing.assert_allclose(m["align"], r, rtol=1e-5)
+    np.testing.assert_allclose(m["loss"], ce + 3.0 * r, rtol=1e-5)
 
 
 def test_zero_weight_captures_nothing_and_trains_on_cross_entropy_only(reference):

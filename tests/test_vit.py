@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax import alignment
+from fer_jax import capture
 from fer_jax import config_schema
 from fer_jax.models import create_model, vit
 
@@ -31,8 +31,8 @@ def _capture(model, variables, x, layers):
     @jax.jit
     def run(variables, x):
         logits, state = model.apply(variables, x, mutable=["intermediates"],
-                                    capture_intermediates=alignment.capture_filter(layers))
-        return logits, {n: alignment.captured(state["intermediates"], n) for n in layers}
+                                    capture_intermediates=capture.capture_filter(layers))
+        return logits, {n: capture.captured(state["intermediates"], n) for n in layers}
     return run(variables, x)
 
 
@@ -65,11 +65,11 @@ def test_blocks_are_captured_as_patch_grids_without_the_class_token(variables):
 def test_alignment_sees_every_block_as_a_spatial_layer():
     model = vit.VIT_MODELS["vit_tiny_patch16"](num_classes=7)
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
-    layers = alignment.spatial_layers(model, variables, (64, 64, 3))
+    layers = capture.spatial_layers(model, variables, (64, 64, 3))
     for i in range(12):
         assert layers[f"block{i}"] == (1, 4, 4, 192)
     assert layers["encoder_norm_grid"] == (1, 4, 4, 192)
-    alignment.check_layers(("block11",), layers)
+    capture.check_layers(("block11",), layers)
 
 
 def test_gap_cam_reproduces_the_logits(variables):

@@ -25,8 +25,6 @@ class BasicBlock(nn.Module):
     conv: ModuleDef
     norm: ModuleDef
 
-    expansion = 1
-
     @nn.compact
     def __call__(self, x):
         y = self.conv(self.features, (3, 3), (self.strides, self.strides), padding=1, name="conv1")(x)
@@ -43,8 +41,6 @@ class Bottleneck(nn.Module):
     strides: int
     conv: ModuleDef
     norm: ModuleDef
-
-    expansion = 4
 
     @nn.compact
     def __call__(self, x):
@@ -114,6 +110,7 @@ class ResNet(nn.Module):
 
     cam_layer = "stage4"   # features whose GAP feeds the head
     head_name = "head"
+    gap_head = True        # logits = mean_hw(cam_layer) @ head.kernel + bias: CAM applies
 
     @nn.compact
     def __call__(self, x, train: bool = False):

@@ -8,6 +8,8 @@ Stable names (capture them with `capture_intermediates`):
   encoder{i}          the i-th transformer block, (B, 1 + h*w, D) tokens -> tokens
   block{i}            the i-th block's output as a (B, h, w, D) grid, class token dropped
   encoder_norm_grid   the final-normed patch tokens as a (B, h, w, D) grid
+  encoder{i}/attn/probs  the i-th block's attention probabilities (B, heads, N, N),
+                      N = 1 + h*w, token 0 the class token (float32, rows sum to 1)
 where h = H / patch and w = W / patch. `block{i}` and `encoder_norm_grid` are
 parameter-free modules that sit *on* the forward path (tokens -> grid -> module
 -> tokens), so an interceptor that perturbs their output changes the logits and
@@ -91,6 +93,19 @@ def _through_grid(tokens: jax.Array, grid_hw: Tuple[int, int], name: str) -> jax
         [tokens[:, :_NUM_PREFIX_TOKENS], grid.reshape(b, grid_hw[0] * grid_hw[1], d)], axis=1)
 
 
+class AttentionProbs(nn.Module):
+    """Identity on attention probabilities (B, heads, N, N): gives them a capture name.
+
+    `capture_kind` tells fer_jax.capture that this output is attention, not a
+    (B, h, w, C) feature grid.
+    """
+    capture_kind = "attention"
+
+    @nn.compact
+    def __call__(self, probs: jax.Array) -> jax.Array:
+        return probs
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with separate query/key/value projections.
 
@@ -115,7 +130,8 @@ class Attention(nn.Module):
         v = dense(name="value")(x)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         # Softmax in float32: bf16 logits lose too much for long token sequences.
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        weights = AttentionProbs(name="probs")(weights).astype(self.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         out = nn.DenseGeneral(dim, axis=(-2, -1), dtype=self.dtype,
                               kernel_init=nn.initializers.xavier_uniform(), name="out")(out)
@@ -200,6 +216,16 @@ class ViT(nn.Module):
     dtype: Dtype = jnp.float32    # compute dtype (bfloat16 for mixed precision)
 
     head_name = "head"
+
+    @property
+    def gap_head(self) -> bool:
+        """True when logits = mean_hw(cam_layer) @ head.kernel + bias (CAM applies)."""
+        return self.head == "gap"
+
+    @property
+    def attention_layers(self) -> Tuple[str, ...]:
+        """Capture names of every block's attention probabilities, first block first."""
+        return tuple(f"encoder{i}/attn/probs" for i in range(self.depth))
 
     @property
     def cam_layer(self) -> str:

@@ -1,0 +1,14 @@
+"""Class activation maps and other explanations of any fer_jax model, by name.
+
+  from fer_jax import cams
+  spec = cams.spec_for(model, methods=("gradcam", "scorecam"), layers=("stage4",))
+  maps = cams.explain(model, variables, images, classes, spec).maps  # {name: (B, H, W)}
+
+Methods (`cams.REGISTRY`, one module per family): cam (head), gradcam,
+gradcam++, xgradcam, hirescam, layercam (gradient), scorecam (score), eigencam
+(eigen), rollout, cls_attention (attention, ViT), random, centre (reference).
+"""
+# Registration order is the order of reports and of "all": the paper's methods first.
+from fer_jax.cams import head, gradient, score, eigen, attention, reference  # noqa: F401,I001
+from fer_jax.cams.base import REGISTRY, CamMethod, applicable, select  # noqa: F401
+from fer_jax.cams.engine import CamSpec, Explanation, explain, spec_for  # noqa: F401

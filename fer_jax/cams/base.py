@@ -1,0 +1,124 @@
+"""What a CAM method is: its needs, the models it applies to, its function; and the registry.
+
+Each method module (head, gradient, score, eigen, attention, reference)
+declares `CamMethod`s and registers them. The engine (fer_jax.cams.engine)
+reads the `needs` of the selected methods, runs one forward (and at most one
+backward) pass that provides all of them, and calls each method's function.
+
+A method's function gets a `LayerInputs` and returns either
+- "weighted": per-channel contributions (B, h, w, C) whose channel sum is the
+  map (so that `eigen_smooth` can replace the sum by the first principal
+  component, as pytorch-grad-cam does), or
+- "map": the map itself, (B, h, w) at the layer's or the input's resolution.
+"""
+import dataclasses
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
+
+import jax.numpy as jnp
+
+from fer_jax.config_schema import ConfigError
+
+# What a method may need from the engine.
+FEATURES = "features"        # the layer's (B, h, w, C) output
+GRADIENTS = "gradients"      # d score / d features at the layer
+HEAD = "head"                # the classifier's kernel (C, K) over the GAP of the cam layer
+ATTENTION = "attention"      # attention probabilities of every ViT block
+FORWARDS = "forwards"        # extra forward passes of perturbed images
+
+# Where a method's map comes from.
+PER_LAYER = "per_layer"      # each of the selected cam layers (maps averaged)
+CAM_LAYER = "cam_layer"      # the layer whose global average feeds the head
+ALL_BLOCKS = "all_blocks"    # every attention block of a ViT
+INPUT = "input"              # no layer: a map at input resolution
+
+
+class LayerInputs(NamedTuple):
+    """Everything a method function may read; fields it did not declare are None.
+
+    features (B, h, w, C) float32; gradients same shape; head_kernel (C, K);
+    classes (B,) int; attention: per block (B, heads, N, N) probabilities with
+    token 0 the class token; images (B, H, W, 3) normalised; class_scores:
+    images (n, H, W, 3), classes (n,) -> (n,) target logits (one forward, jitted
+    with the rest); grid: (h, w) patch grid of a ViT; sample_ids (B,) int.
+    """
+    features: Optional[jnp.ndarray] = None
+    gradients: Optional[jnp.ndarray] = None
+    head_kernel: Optional[jnp.ndarray] = None
+    classes: Optional[jnp.ndarray] = None
+    attention: Optional[Sequence[jnp.ndarray]] = None
+    images: Optional[jnp.ndarray] = None
+    class_scores: Optional[Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]] = None
+    grid: Optional[tuple] = None
+    sample_ids: Optional[jnp.ndarray] = None
+    score_batch: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class CamMethod:
+    """One explanation method.
+
+    name: registry key (config.eval.cam_methods); summary: one line for docs;
+    needs: subset of {FEATURES, GRADIENTS, HEAD, ATTENTION, FORWARDS};
+    source: PER_LAYER, CAM_LAYER, ALL_BLOCKS or INPUT; output: "weighted" or "map";
+    relu: ReLU before normalisation (pytorch-grad-cam applies it to every method);
+    class_specific: False for maps that ignore the target class;
+    requires: model -> None if the method applies, else the reason it does not.
+    """
+    name: str
+    summary: str
+    fn: Callable[[LayerInputs], jnp.ndarray]
+    needs: FrozenSet[str]
+    source: str = PER_LAYER
+    output: str = "weighted"
+    relu: bool = True
+    class_specific: bool = True
+    requires: Callable[[Any], Optional[str]] = lambda model: None
+    reference: bool = False   # a chance-level row (random, centre), not an explanation
+
+
+REGISTRY: Dict[str, CamMethod] = {}
+
+
+def register(method: CamMethod) -> CamMethod:
+    if method.name in REGISTRY:
+        raise ValueError(f"CAM method {method.name!r} is registered twice")
+    REGISTRY[method.name] = method
+    return method
+
+
+def needs_gap_head(model: Any) -> Optional[str]:
+    if getattr(model, "gap_head", False):
+        return None
+    return ("needs a global-average-pooling head over the cam layer "
+            "(ResNet, or a ViT with model.vit_head='gap')")
+
+
+def needs_attention(model: Any) -> Optional[str]:
+    if getattr(model, "attention_layers", ()):
+        return None
+    return "needs a vision transformer's attention probabilities (ViT/DeiT models)"
+
+
+def applicable(model: Any) -> List[str]:
+    """Names of the registered methods that apply to `model`, in registry order."""
+    return [name for name, m in REGISTRY.items() if m.requires(model) is None]
+
+
+def select(names: Sequence[str], model: Any, key: str = "eval.cam_methods") -> List[str]:
+    """The methods to run: `names`, or every applicable one when empty or ("all",).
+
+    Raises ConfigError naming an unknown method (with the valid names) or one
+    that does not apply to this model (with the reason).
+    """
+    names = list(names)
+    if not names or names == ["all"]:
+        return applicable(model)
+    for name in names:
+        if name not in REGISTRY:
+            raise ConfigError(f"config.{key}: unknown CAM method {name!r}; valid names: "
+                              f"{sorted(REGISTRY)} (or 'all')")
+        reason = REGISTRY[name].requires(model)
+        if reason:
+            raise ConfigError(f"config.{key}: CAM method {name!r} does not apply to "
+                              f"{type(model).__name__}: it {reason}")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,152 @@
+"""One engine for every CAM method: one forward, at most one backward, every map.
+
+`explain` reads what the selected methods need (fer_jax.cams.base), asks
+fer_jax.capture for all of it in a single eval-mode pass (features of every
+layer involved, gradients of the target scores at the layers of the gradient
+methods, attention probabilities), then computes each method's map:
+
+  raw map per layer  (channel sum of the weighted activations, or their first
+                      principal component with eigen_smooth; ReLU where the
+                      method says so)
+  -> per layer: min-max, bilinear to the input size, clamped to [0, 1]
+  -> several layers: mean, then min-max again (pytorch-grad-cam's aggregation)
+  -> aug_smooth: the mean over horizontal flip x {1, 0.9, 1.1} input scaling,
+                 each map flipped back (pytorch-grad-cam's test-time augmentation)
+
+Everything is jittable; the evaluation step runs it per device.
+"""
+import dataclasses
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from fer_jax import capture, maps
+from fer_jax.cams import base
+from fer_jax.cams.eigen import first_component
+
+# aug_smooth variants: (horizontal flip, input scale); the identity first, so
+# the probe of the original batch is the first B rows.
+_AUG_VARIANTS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 1.0), (True, 0.9), (True, 1.1))
+
+
+@dataclasses.dataclass(frozen=True)
+class CamSpec:
+    """Which maps to compute, and how (hashable: a static argument of jitted steps).
+
+    methods: registry names; layers: the (B, h, w, C) layers of the per-layer
+    methods (maps averaged over them); aug_smooth, eigen_smooth: as in
+    pytorch-grad-cam; score_batch: images per forward pass in Score-CAM.
+    """
+    methods: Tuple[str, ...]
+    layers: Tuple[str, ...]
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+    score_batch: int = 256
+
+
+def spec_for(model: Any, methods: Sequence[str] = (), layers: Sequence[str] = (),
+             aug_smooth: bool = False, eigen_smooth: bool = False, score_batch: int = 256,
+             available_layers: Optional[Mapping[str, Any]] = None,
+             key: str = "eval") -> CamSpec:
+    """A checked CamSpec: methods () or ("all",) = every method that applies to `model`;
+    layers () = the model's cam layer. Unknown names raise ConfigError naming them."""
+    chosen = base.select(methods, model, key=f"{key}.cam_methods")
+    layers = tuple(layers) or (model.cam_layer,)
+    if available_layers is not None:
+        capture.check_layers(layers, available_layers, key=f"{key}.cam_layers")
+    return CamSpec(tuple(chosen), layers, bool(aug_smooth), bool(eigen_smooth), int(score_batch))
+
+
+class Explanation(NamedTuple):
+    """maps: {method: (B, H, W) float32 in [0, 1]}; probe: the pass that made them."""
+    maps: Dict[str, jnp.ndarray]
+    probe: capture.Probe
+
+
+def _layers_of(method: base.CamMethod, model: Any, spec: CamSpec) -> Sequence[Optional[str]]:
+    if method.source == base.PER_LAYER:
+        return spec.layers
+    if method.source == base.CAM_LAYER:
+        return (model.cam_layer,)
+    return (None,)   # ALL_BLOCKS, INPUT: one map from the method's own inputs
+
+
+def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
+                  classes: jnp.ndarray, spec: CamSpec, sample_ids: jnp.ndarray,
+                  extra_layers: Sequence[str]) -> Tuple[Dict[str, jnp.ndarray], capture.Probe]:
+    methods: List[base.CamMethod] = [base.REGISTRY[n] for n in spec.methods]
+    needs = set().union(*(m.needs for m in methods)) if methods else set()
+    feature_layers: List[str] = list(extra_layers)
+    grad_layers: List[str] = []
+    for m in methods:
+        if base.FEATURES in m.needs:
+            feature_layers.extend(n for n in _layers_of(m, model, spec) if n)
+        if base.GRADIENTS in m.needs:
+            grad_layers.extend(n for n in _layers_of(m, model, spec) if n)
+    taps = tuple(model.attention_layers) if base.ATTENTION in needs else ()
+    probe = capture.probe(model.apply, variables, images, classes,
+                          feature_layers=tuple(dict.fromkeys(feature_layers)),
+                          grad_layers=tuple(dict.fromkeys(grad_layers)), tap_layers=taps)
+
+    def class_scores(imgs: jnp.ndarray, cls: jnp.ndarray) -> jnp.ndarray:
+        logits = model.apply(variables, imgs, train=False)
+        return jnp.take_along_axis(logits, cls[:, None], axis=1)[:, 0].astype(jnp.float32)
+
+    size = images.shape[1:3]
+    patch = getattr(model, "patch_size", None)
+    grid = (size[0] // patch, size[1] // patch) if patch else None
+    head = variables["params"][model.head_name]["kernel"] if base.HEAD in needs else None
+    out: Dict[str, jnp.ndarray] = {}
+    for m in methods:
+        per_layer = []
+        for layer in _layers_of(m, model, spec):
+            inputs = base.LayerInputs(
+                features=probe.features.get(layer) if layer else None,
+                gradients=probe.gradients.get(layer) if layer else None,
+                head_kernel=head, classes=classes,
+                attention=[probe.taps[n] for n in taps] if base.ATTENTION in m.needs else None,
+                images=images, class_scores=class_scores if base.FORWARDS in m.needs else None,
+                grid=grid, sample_ids=sample_ids, score_batch=spec.score_batch)
+            raw = m.fn(inputs)
+            if m.output == "weighted":
+                raw = first_component(raw) if spec.eigen_smooth else jnp.sum(raw, axis=-1)
+            if m.relu:
+                raw = jnp.maximum(raw, 0.0)
+            per_layer.append(maps.upsample_cam(raw, size))
+        out[m.name] = per_layer[0] if len(per_layer) == 1 else maps.min_max(
+            sum(per_layer) / len(per_layer))
+    return out, probe
+
+
+def explain(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
+            classes: jnp.ndarray, spec: CamSpec, sample_ids: Optional[jnp.ndarray] = None,
+            extra_layers: Sequence[str] = ()) -> Explanation:
+    """Every map of `spec` for a batch, from one forward and at most one backward.
+
+    images (B, H, W, 3) normalised; classes (B,) int: the class each map
+    explains (ground truth in evaluation, the prediction in predict);
+    sample_ids (B,) int: seeds of the random reference map (default 0..B-1);
+    extra_layers: further (B, h, w, C) layers to capture in the same pass
+    (e.g. for ATT-COS), returned in `.probe.features`.
+    Returns Explanation(maps={method: (B, H, W) float32 in [0, 1]}, probe=
+    logits, features, ... of the original, un-augmented batch).
+    """
+    b = images.shape[0]
+    classes = classes.astype(jnp.int32)
+    sample_ids = jnp.arange(b) if sample_ids is None else sample_ids
+    if not spec.aug_smooth:
+        out, probe = _explain_once(model, variables, images, classes, spec, sample_ids,
+                                   extra_layers)
+    else:
+        batch = jnp.concatenate(
+            [(images[:, :, ::-1] if flip else images) * scale for flip, scale in _AUG_VARIANTS])
+        n = len(_AUG_VARIANTS)
+        out, probe = _explain_once(model, variables, batch, jnp.tile(classes, n), spec,
+                                   jnp.tile(sample_ids, n), extra_layers)
+        flips = jnp.array([flip for flip, _ in _AUG_VARIANTS])[:, None, None, None]
+        for name, m in out.items():
+            m = m.reshape((n, b) + m.shape[1:])
+            out[name] = jnp.mean(jnp.where(flips, m[:, :, :, ::-1], m), axis=0)
+        probe = jax.tree.map(lambda x: x[:b], probe)
+    return Explanation(out, probe)

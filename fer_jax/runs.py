@@ -1,0 +1,110 @@
+"""A run's workdir as a thing to reopen: run.json at the start, the model back for inference.
+
+Training writes `run.json` before its first step: the full config and what a
+user of the trained model needs without the dataset (class names, image size,
+normalisation, aligned layers, cam layer, fer_jax version). `restore` rebuilds
+the model and its variables (parameters and BatchNorm statistics, no optimiser
+state) from run.json and the latest checkpoint.
+"""
+import json
+import os
+from importlib import metadata
+from typing import Any, Dict, List, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fer_jax import checkpoints, models
+
+RUN_JSON = "run.json"
+_FORMAT = 1
+
+
+def version() -> str:
+    try:
+        return metadata.version("fer_jax")
+    except metadata.PackageNotFoundError:   # running from a source tree without install
+        return "unknown"
+
+
+def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence[str],
+          model: Any) -> str:
+    """Writes WORKDIR/run.json (process 0 only); returns its path."""
+    from fer_jax import input_pipeline   # its constants; TensorFlow is loaded by training anyway
+    info = {
+        "format": _FORMAT,
+        "fer_jax_version": version(),
+        "model": dict(config.model.to_dict()),
+        "class_names": list(class_names),
+        "image_size": config.dataset.image_size,
+        "normalisation": {"mean": list(input_pipeline.IMAGENET_MEAN),
+                          "std": list(input_pipeline.IMAGENET_STD)},
+        "aligned_layers": list(config.align.layers),
+        "cam_layer": model.cam_layer,
+        "dataset": config.dataset.name,
+        "config": config.to_dict(),
+    }
+    path = os.path.join(workdir, RUN_JSON)
+    with open(path, "w") as f:
+        json.dump(info, f, indent=2)
+    return path
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the config schema uses."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def read(workdir: str) -> Dict[str, Any]:
+    """The run.json of `workdir` (config as a ConfigDict under "config").
+
+    Runs made before run.json existed are read from their results.json config.
+    Raises FileNotFoundError saying what is missing.
+    """
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    path = os.path.join(workdir, RUN_JSON)
+    if os.path.exists(path):
+        with open(path) as f:
+            info = json.load(f)
+    elif os.path.exists(os.path.join(workdir, "results.json")):
+        with open(os.path.join(workdir, "results.json")) as f:
+            info = {"config": json.load(f)["config"]}
+    else:
+        raise FileNotFoundError(
+            f"{workdir} is not a fer_jax run: it has no {RUN_JSON} (written when training "
+            "starts); train first: python -m fer_jax.main --config=configs/default.py "
+            f"--workdir={workdir}")
+    info["config"] = ml_collections.ConfigDict(_tuples(info["config"]))
+    return info
+
+
+class Restored(NamedTuple):
+    """A trained model ready for inference."""
+    model: Any                   # linen module (eval mode: BatchNorm uses running stats)
+    variables: Dict[str, Any]    # {"params", "batch_stats"} as NumPy arrays
+    step: int                    # the checkpoint's training step
+    class_names: List[str]
+    config: ml_collections.ConfigDict
+
+
+def restore(workdir: str) -> Restored:
+    """Model and variables of the latest checkpoint of `workdir`, without dataset or optimiser."""
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    info = read(workdir)
+    config = info["config"]
+    class_names = info.get("class_names")
+    if class_names is None:   # an old run: the dataset knows its classes
+        from fer_jax import input_pipeline
+        builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
+        class_names = builder.info.features["label"].names
+    model = models.create_model(config.model, len(class_names))
+    size = config.dataset.image_size
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                 jnp.zeros((1, size, size, 3)), train=False))
+    variables, step = checkpoints.restore_variables(os.path.join(workdir, "checkpoints"), template)
+    return Restored(model, variables, step, list(class_names), config)
