@@ -1,6 +1,6 @@
 """Expressions, action units, the expression -> AU codebook and AU -> face regions.
 
-Everything here is data (method.md, "AU codebook" and "AU regions"); the
+Everything here is data (docs/method.md, "AU codebook" and "AU regions"); the
 rasteriser in `heatmaps.py` interprets it.
 
 Landmarks follow the iBUG 68-point scheme (0-based). "Right"/"left" mean the
@@ -10,7 +10,7 @@ which holds the lower-numbered point of every mirrored pair (0, 17, 36, 48 ...).
 from dataclasses import dataclass
 from typing import Union
 
-# Canonical class order shared by every dataset (method.md). Contempt is the
+# Canonical class order shared by every dataset (docs/method.md, "Classes"). Contempt is the
 # optional 8th class (AffectNet-8); 7-class datasets use EXPRESSIONS[:7].
 EXPRESSIONS = (
     "Neutral",
@@ -203,7 +203,7 @@ def _eye(lo: int, hi: int, extra: float) -> Ellipse:
 # The mouth as one ellipse (AUs 23, 24, 26, 27).
 _MOUTH = (Ellipse(Mean(48, 67), HalfW(48, 67), AtLeast(HalfH(48, 67), 0.06)),)
 
-# method.md, "AU regions from the iBUG 68-point landmarks".
+# docs/method.md, "AU regions".
 AU_REGIONS: dict[int, tuple[Ellipse, ...]] = {
     1: _pair(Ellipse(Pt(20), K(0.16), K(0.13)), Ellipse(Pt(23), K(0.16), K(0.13))),
     2: _pair(Ellipse(Pt(18), K(0.16), K(0.13)), Ellipse(Pt(25), K(0.16), K(0.13))),

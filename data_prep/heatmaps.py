@@ -1,6 +1,6 @@
 """Rasterise a class's AU regions (codebook.AU_REGIONS) into one soft map.
 
-method.md, "AU regions": each region is one or two soft ellipses whose sizes
+docs/method.md, "AU regions" and "The AU map of one image": each region is one or two soft ellipses whose sizes
 are fractions of the face scale s (the landmarks' bounding-box width); the map
 is the pixel-wise max over the class's regions, min-max normalised to [0, 1].
 """
@@ -68,7 +68,7 @@ def rasterise(
     Args:
       landmarks: (68, 2) pixel (x, y), iBUG 0-based order, pixel centres at
         integer coordinates; None when landmark detection failed.
-      label: canonical class, 0 <= label < 8 (method.md order).
+      label: canonical class, 0 <= label < 8 (docs/method.md, "Classes").
       size: (h, w) of the map.
     Returns:
       (map, valid): map is float32 (h, w) in [0, 1] with max 1 when valid, all

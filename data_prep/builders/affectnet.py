@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from data_prep import codebook, landmarks
 from data_prep.builders import face_records
 
-# AffectNet expression ids -> canonical class index (method.md); 8 None,
+# AffectNet expression ids -> canonical class index (docs/method.md, "Classes"); 8 None,
 # 9 Uncertain, 10 Non-face are not expressions and are dropped.
 RAW_TO_CANONICAL = {
     raw: codebook.EXPRESSIONS.index(name)

@@ -35,7 +35,7 @@ def fer_features(
     - landmark_source: index into LANDMARK_SOURCES.
     - heatmap: (S, S, 1) uint8 PNG, the AU map scaled to [0, 255].
     - heatmap_valid: bool, False for Neutral, failed landmarks or an empty map.
-    - label: canonical expression class (method.md order).
+    - label: canonical expression class (docs/method.md, "Classes").
     - id: the example's name in the source dataset (file name or index).
     """
     if image_encoding not in ("jpeg", "png"):

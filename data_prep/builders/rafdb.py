@@ -15,7 +15,7 @@ from data_prep import codebook, faces
 from data_prep.builders import face_records
 
 # RAF-DB basic ids (1 Surprise, 2 Fear, 3 Disgust, 4 Happiness, 5 Sadness,
-# 6 Anger, 7 Neutral) -> canonical class index (method.md).
+# 6 Anger, 7 Neutral) -> canonical class index (docs/method.md, "Classes").
 RAW_TO_CANONICAL = {
     raw: codebook.EXPRESSIONS.index(name)
     for raw, name in {1: "Surprise", 2: "Fear", 3: "Disgust", 4: "Happiness",
