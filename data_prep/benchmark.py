@@ -26,7 +26,7 @@ from absl import app, flags
 import cv2
 import numpy as np
 
-from data_prep import build, faces, landmarks
+from data_prep import build, faces, landmarks, parallel
 from data_prep.builders import face_records, image_folder
 
 FLAGS = flags.FLAGS
@@ -78,7 +78,7 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
     # As rafdb/aligned and affectnet (layout b, 7_dlib) prepare their crops.
     crops = face_records.RecordSettings(image_size=image_size)
     start = time.perf_counter()
-    records = list(face_records.ordered_map(face_records.RecordMaker(crops), tasks, workers))
+    records = list(parallel.ordered_map(face_records.RecordMaker(crops), tasks, workers))
     records_s = time.perf_counter() - start
     # CPU time per image in this process: unlike images/s, it does not depend
     # on what else runs on the machine.
@@ -91,7 +91,7 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
     photos = face_records.RecordSettings(image_size=image_size, margin=faces.FACE_MARGIN,
                                          find_face=True)
     start = time.perf_counter()
-    for _ in face_records.ordered_map(face_records.RecordMaker(photos), tasks, workers):
+    for _ in parallel.ordered_map(face_records.RecordMaker(photos), tasks, workers):
         pass
     photos_s = time.perf_counter() - start
     sources = {}
@@ -123,7 +123,7 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
         "num_images": num,
         "image_size": image_size,
         "workers": workers,
-        "cpu_cores": face_records.default_workers(),
+        "cpu_cores": parallel.default_workers(),
         "records_per_s": round(num / records_s, 1),
         "records_per_s_image_folder": round(num / photos_s, 1),
         "cpu_ms_per_record": round(cpu_ms, 2),

@@ -177,6 +177,12 @@ class CropTransform:
         out = (pts - np.asarray(self.origin) + 0.5) * np.asarray(self.scale) - 0.5
         return out.astype(np.float32)
 
+    def file_points(self, pts: np.ndarray) -> np.ndarray:
+        """(N, 2) crop pixel (x, y) -> (N, 2) float32 file pixel (x, y): `points` inverted."""
+        pts = np.asarray(pts, np.float64)
+        out = (pts + 0.5) / np.asarray(self.scale) - 0.5 + np.asarray(self.origin)
+        return out.astype(np.float32)
+
     def box(self, box: Box) -> Box:
         """(x0, y0, x1, y1) file pixel edges -> crop pixel edges."""
         (x0, x1), (y0, y1) = (
@@ -342,3 +348,90 @@ def model_input(crop: np.ndarray, image_size: int) -> np.ndarray:
         return normalise(crop)
     resized = resize_antialiased(_unit_float(crop), image_size)
     return normalise(np.clip(resized, 0.0, 1.0))
+
+
+# --- Photos for inference ----------------------------------------------------
+
+@dataclasses.dataclass
+class PreparedFace:
+    """One face of a photo, cropped and landmarked exactly as the builders do."""
+    index: int                      # 0 = the largest face
+    box: Optional[Box]              # detected face box, file pixels; None: the whole photo
+    crop: np.ndarray                # (size, size, 3) uint8, the builders' crop
+    points: np.ndarray              # (68, 2) float32 landmarks in crop pixels (zeros if failed)
+    landmark_source: str            # "dlib", "fallback_box" or "failed"
+    file_points: np.ndarray         # (68, 2) float32 the same landmarks in file pixels
+
+
+@dataclasses.dataclass
+class PreparedPhoto:
+    """A photo's faces, or why there are none (status "ok", "no_face" or "unreadable")."""
+    path: str
+    status: str
+    reason: str = ""
+    shape: Optional[Tuple[int, int]] = None      # decoded (H, W)
+    scale: float = 1.0                           # decoded size / file size
+    faces: List[PreparedFace] = dataclasses.field(default_factory=list)
+    preview: Optional[np.ndarray] = None         # uint8 RGB copy, longer side <= preview_side
+
+
+def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bool = True,
+                  preview_side: int = 0) -> PreparedPhoto:
+    """Read a photo, find its faces (largest first), crop and landmark each one.
+
+    Args:
+      source: a file path, or an (H, W, 3) / (H, W) uint8 array (named "<array>").
+      size: crop side in pixels (the records' stored size).
+      max_faces: keep at most this many faces (the largest).
+      detect: False: the photo already is a face crop; it is used whole.
+      preview_side: > 0: keep a copy of the photo, shrunk to this longer side at
+        most, for pictures (so the photo need not be decoded twice).
+    Returns:
+      PreparedPhoto. Never raises for bad input: an unreadable file gives
+      status "unreadable" with the reason, a photo without a face "no_face".
+    """
+    path = source if isinstance(source, str) else "<array>"
+    try:
+        if isinstance(source, str):
+            rgb, scale = read_rgb(source)
+        else:
+            rgb, scale = _as_rgb(source), 1.0
+    except UnreadableImage as e:
+        return PreparedPhoto(path, "unreadable", str(e))
+    photo = PreparedPhoto(path, "ok", shape=rgb.shape[:2], scale=scale)
+    if preview_side > 0:
+        shrink = preview_side / max(rgb.shape[:2])
+        photo.preview = rgb if shrink >= 1 else cv2.resize(
+            rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
+            interpolation=cv2.INTER_AREA)
+    boxes: List[Optional[Box]] = find_faces(rgb, max_faces) if detect else [None]
+    if not boxes:
+        photo.status, photo.reason = "no_face", "no face found (try --no_detect for face crops)"
+        return photo
+    for i, box in enumerate(boxes):
+        # One face: a photo that already is a face crop is kept whole, as the
+        # builders do; several faces: each is cut out by its own box.
+        crop, transform = face_crop(rgb, box, size, keep_face_crops_whole=len(boxes) == 1)
+        detected = None if box is None else transform.box(box)
+        marks = landmarks.locate(crop, detected_box=detected)
+        # Pixel centres: decoded x = (file x + 0.5) * scale - 0.5.
+        file_points = (transform.file_points(marks.points) + 0.5) / np.float32(scale) - 0.5
+        photo.faces.append(PreparedFace(i, None if box is None else tuple(
+            v / scale for v in box), crop, marks.points, marks.source, file_points))
+    return photo
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """An in-memory image (grey, RGB or RGBA; uint8, uint16 or float in [0, 1]) -> uint8 RGB."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise UnreadableImage(f"<array>: shape {image.shape}; expected (H, W), (H, W, 3) or "
+                              "(H, W, 4)")
+    image = image[..., :3]
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(image)

@@ -1,5 +1,6 @@
 """`python -m fer_jax.benchmark --config=...`: cost of the AU alignment loss per step.
 `python -m fer_jax.benchmark --cams`: CAM methods against pytorch-grad-cam (fer_jax.cam_benchmark).
+`python -m fer_jax.benchmark --predict`: photos/s and memory of fer_jax.predict (predict_benchmark).
 
 Times the compiled data-parallel train step of the configured model with the
 alignment loss (config.align.weight, or 1 if it is 0) and without it (weight 0:
@@ -25,6 +26,8 @@ flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-
 flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
 flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
 flags.DEFINE_integer("cam_batch", 16, "--cams: batch size.")
+flags.DEFINE_boolean("predict", False, "Time fer_jax.predict on a folder of photos instead.")
+flags.DEFINE_integer("predict_photos", 200, "--predict: photos in the small folder (large: 4x).")
 
 
 def measure(config, steps: int, repeats: int, num_classes: int) -> dict:
@@ -81,6 +84,10 @@ def main(argv):
         from fer_jax import cam_benchmark
         print(json.dumps(cam_benchmark.measure(FLAGS.cam_model, FLAGS.cam_size, FLAGS.cam_batch,
                                                repeats=FLAGS.repeats)))
+        return
+    if FLAGS.predict:
+        from fer_jax import predict_benchmark
+        print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         return
     if FLAGS.config is None:
         raise app.UsageError("--config is required (or --cams)")

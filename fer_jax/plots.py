@@ -1,6 +1,7 @@
 """Pictures people look at: attention/CAM overlays on faces, the confusion matrix."""
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import matplotlib
 matplotlib.use("Agg")  # files only; no display on TPU VMs or CI
 import matplotlib.pyplot as plt
@@ -70,6 +71,165 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: str) 
     ax.set_yticks(range(k), class_names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- Prediction pictures (OpenCV: tens per second, where matplotlib makes a few) ---
+
+PREDICTION_PHOTO_SIDE = 640   # the photo panel's longer side at most
+_TILE = 128                   # side of each face tile
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _overlay(face_rgb: np.ndarray, heat: Optional[np.ndarray]) -> np.ndarray:
+    """A (T, T, 3) tile: the face, with a jet-coloured map in [0, 1] blended over it."""
+    face = cv2.resize(face_rgb, (_TILE, _TILE), interpolation=cv2.INTER_LINEAR)
+    if heat is None:
+        return face
+    heat = cv2.resize(np.asarray(heat, np.float32), (_TILE, _TILE),
+                      interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap((np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(face, 0.5, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), 0.5, 0.0)
+
+
+def _text(img: np.ndarray, text: str, xy: Tuple[int, int], scale: float = 0.4,
+          colour: Tuple[int, int, int] = (0, 0, 0)) -> None:
+    cv2.putText(img, text, xy, _FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+def _bars(probabilities: dict, label: str, width: int) -> np.ndarray:
+    """Probability bars, one line per class, the predicted one in red."""
+    tile = np.full((_TILE, width, 3), 255, np.uint8)
+    rows = max(1, len(probabilities))
+    step = (_TILE - 4) / rows
+    for i, (name, p) in enumerate(probabilities.items()):
+        y = int(4 + i * step)
+        h = max(2, int(step) - 3)
+        colour = (220, 40, 40) if name == label else (80, 120, 200)
+        cv2.rectangle(tile, (70, y), (70 + int(p * (width - 110)), y + h), colour, -1)
+        _text(tile, name[:9], (2, y + h), 0.32)
+        _text(tile, f"{p:.2f}", (width - 36, y + h), 0.32)
+    return tile
+
+
+def prediction_picture(photo: np.ndarray, photo_scale: float, rows: Sequence, path: str
+                       ) -> None:
+    """One PNG per photo: the photo with boxes and labels, then one strip per face.
+
+    photo: (H, W, 3) uint8 RGB (a preview); photo_scale: its pixels per file
+    pixel; rows: predict.FaceResult of this photo. Strip: crop, CAM overlay,
+    attention overlay, AU map (or why there is none), probability bars.
+    """
+    canvas_photo = np.ascontiguousarray(photo.copy())
+    for r in rows:
+        if r.box is None:
+            continue
+        x0, y0, x1, y1 = (int(round(v * photo_scale)) for v in r.box)
+        cv2.rectangle(canvas_photo, (x0, y0), (x1, y1), (40, 220, 40), 2)
+        label = f"{r.face}: {r.label} {r.confidence:.2f}"
+        (tw, th), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
+        ty = max(th + 4, y0 - 4)
+        cv2.rectangle(canvas_photo, (x0, ty - th - 4), (x0 + tw + 4, ty + 3), (0, 0, 0), -1)
+        _text(canvas_photo, label, (x0 + 2, ty), 0.5, (40, 220, 40))
+    strips = []
+    titles = ("face", f"CAM ({rows[0].cam_method})" if rows else "CAM", "attention", "AU map",
+              "probabilities")
+    for r in rows:
+        if r.crop is None:
+            continue
+        au = _overlay(r.crop, r.au_map)
+        if r.au_map is None:
+            au = (au * 0.35 + 165).astype(np.uint8)
+            for k, line in enumerate(_wrap(r.agreement_note or "no AU map", 20)):
+                _text(au, line, (4, 16 + 14 * k), 0.35)
+        tiles = [_overlay(r.crop, None), _overlay(r.crop, r.cam), _overlay(r.crop, r.attention),
+                 au, _bars(r.probabilities, r.label, 2 * _TILE)]
+        width = sum(t.shape[1] for t in tiles) + 2 * (len(tiles) - 1)
+        header = np.full((36, width, 3), 255, np.uint8)
+        agreement = ("no agreement score" if r.cam_cos is None else
+                     f"CAM-COS {r.cam_cos:.2f}, ATT-COS {r.att_cos:.2f} (1 = on the AUs)")
+        _text(header, f"face {r.face}: {r.label} ({r.confidence:.2f}); {agreement}", (3, 13),
+              0.42, (200, 30, 30))
+        x = 0
+        for title, tile in zip(titles, tiles):
+            _text(header, title, (x + 3, 31), 0.38)
+            x += tile.shape[1] + 2
+        body = np.concatenate([np.pad(t, ((0, 0), (0, 2), (0, 0)), constant_values=255)
+                               for t in tiles], axis=1)[:, :width]
+        strips.append(np.concatenate([header, body], axis=0))
+    width = max([canvas_photo.shape[1]] + [s.shape[1] for s in strips])
+    parts = [np.pad(p, ((0, 6), (0, width - p.shape[1]), (0, 0)), constant_values=255)
+             for p in [canvas_photo] + strips]
+    cv2.imwrite(path, cv2.cvtColor(np.concatenate(parts, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if len(line) + len(word) + 1 > width and line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + ([line] if line else [])
+
+
+def paired_scores(labels: Sequence[str],
+                  metrics: dict[str, Sequence[Tuple[Optional[float], Optional[float]]]],
+                  path: str, title: Optional[str] = None) -> None:
+    """One panel per metric: per row label, an arrow from the score without AU guidance
+    to the score with it (a dot alone where one side is missing).
+
+    metrics: {metric name: [(without, with) per label]}.
+    """
+    n = len(labels)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.9 + 0.32 * n),
+                             squeeze=False, sharey=True)
+    rows = np.arange(n)[::-1]   # first label on top, as in the table
+    for ax, (name, pairs) in zip(axes[0], metrics.items()):
+        for y, (before, after) in zip(rows, pairs):
+            if before is not None and after is not None:
+                ax.annotate("", xy=(after, y), xytext=(before, y),
+                            arrowprops={"arrowstyle": "->", "color": "0.4"})
+            if before is not None:
+                ax.plot(before, y, "o", color="tab:grey", ms=5)
+            if after is not None:
+                ax.plot(after, y, "o", color="tab:red", ms=5)
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    axes[0, 0].set_yticks(rows, labels)
+    axes[0, 0].set_ylim(-0.7, n - 0.3)
+    handles = [axes[0, 0].plot([], [], "o", color=c, label=t)[0]
+               for c, t in (("tab:grey", "without AU (lambda = 0)"), ("tab:red", "with AU"))]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 + 0.2 / max(n, 1), 1, 1))   # room for the legend below
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def lambda_sweep(lambdas: Sequence[float], series: dict[str, Sequence], path: str,
+                 title: Optional[str] = None) -> None:
+    """One panel per series (accuracy, ATT-COS, ...) against lambda, with error bars where a
+    value averages several seeds.
+
+    series: {name: [a Stat-like value with .mean, .std (or None) per lambda]}.
+    """
+    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        points = [(x, v.mean, v.std) for x, v in zip(lambdas, values) if v is not None]
+        if points:
+            xs, means, stds = (np.array(p) for p in zip(*points))
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color="tab:blue")
+        ax.set_xlabel("lambda")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

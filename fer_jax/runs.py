@@ -9,7 +9,7 @@ state) from run.json and the latest checkpoint.
 import json
 import os
 from importlib import metadata
-from typing import Any, Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,12 @@ def version() -> str:
 
 
 def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence[str],
-          model: Any) -> str:
-    """Writes WORKDIR/run.json (process 0 only); returns its path."""
+          model: Any, record_size: int) -> str:
+    """Writes WORKDIR/run.json (process 0 only); returns its path.
+
+    record_size: side of the dataset's stored face crops, which the evaluation
+    pipeline resizes to config.dataset.image_size (predict crops photos at it).
+    """
     from fer_jax import input_pipeline   # its constants; TensorFlow is loaded by training anyway
     info = {
         "format": _FORMAT,
@@ -38,6 +42,7 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence
         "model": dict(config.model.to_dict()),
         "class_names": list(class_names),
         "image_size": config.dataset.image_size,
+        "record_size": int(record_size),
         "normalisation": {"mean": list(input_pipeline.IMAGENET_MEAN),
                           "std": list(input_pipeline.IMAGENET_STD)},
         "aligned_layers": list(config.align.layers),
@@ -87,9 +92,10 @@ class Restored(NamedTuple):
     """A trained model ready for inference."""
     model: Any                   # linen module (eval mode: BatchNorm uses running stats)
     variables: Dict[str, Any]    # {"params", "batch_stats"} as NumPy arrays
-    step: int                    # the checkpoint's training step
+    step: int                    # the checkpoint's training step (0 for a weights file)
     class_names: List[str]
     config: ml_collections.ConfigDict
+    record_size: int             # side of the face crops the model was trained on
 
 
 def restore(workdir: str) -> Restored:
@@ -107,4 +113,43 @@ def restore(workdir: str) -> Restored:
     template = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                  jnp.zeros((1, size, size, 3)), train=False))
     variables, step = checkpoints.restore_variables(os.path.join(workdir, "checkpoints"), template)
-    return Restored(model, variables, step, list(class_names), config)
+    return Restored(model, variables, step, list(class_names), config,
+                    int(info.get("record_size", size)))
+
+
+def from_weights(path: str, model_name: Optional[str] = None,
+                 class_names: Optional[Sequence[str]] = None, image_size: int = 224,
+                 large_maps: bool = True, vit_head: str = "gap") -> Restored:
+    """A model from a converted weights file (`python -m fer_jax.convert_weights` output).
+
+    The file names its model; `model_name` must agree when given. ResNet width
+    and the number of classes are read off the tensors; settings a file cannot
+    tell (large_maps, vit_head) are arguments. class_names default to the
+    canonical expressions (docs/method.md, "Classes") for the head's size.
+    """
+    from data_prep import codebook
+    from fer_jax import config_schema, weights
+    variables, saved_name = weights.load(path)
+    if model_name is not None and model_name != saved_name:
+        raise config_schema.ConfigError(
+            f"{path} holds {saved_name!r} weights, not {model_name!r}")
+    params = variables["params"]
+    num_classes = int(params["head"]["kernel"].shape[-1])
+    names = list(class_names) if class_names else list(codebook.EXPRESSIONS[:num_classes])
+    if len(names) != num_classes:
+        raise config_schema.ConfigError(
+            f"{len(names)} class names for a head of {num_classes} classes: {names}")
+    config = config_schema.defaults()
+    config.model.name = saved_name
+    config.model.large_maps = large_maps
+    config.model.vit_head = vit_head
+    config.dataset.image_size = image_size
+    if saved_name.startswith("resnet"):
+        config.model.width = int(params["stem"]["conv"]["kernel"].shape[-1])
+    elif "pos_embed" in params:
+        grid = int(round((params["pos_embed"].shape[1] - 1) ** 0.5))
+        config.model.vit_pos_size = grid * models.MODELS[saved_name].keywords["patch_size"]
+    config_schema.validate(config)
+    model = models.create_model(config.model, num_classes)
+    return Restored(model, {k: variables[k] for k in ("params", "batch_stats") if k in variables},
+                    0, names, config, image_size)

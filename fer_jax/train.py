@@ -133,7 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     evaluate.cam_spec(model, config.eval, layers)   # bad CAM names fail now, not after training
 
     if is_main:
-        runs.write(workdir, config, class_names, model)
+        runs.write(workdir, config, class_names, model,
+                   record_size=builder.info.features["image"].shape[0])
     manager = checkpoints.create_manager(os.path.join(workdir, "checkpoints"), config.train)
     state = checkpoints.restore_latest(manager, state)
     start_step = int(state.step)

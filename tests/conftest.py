@@ -49,3 +49,11 @@ def make_tiny_config(tiny_data_dir):
     c.eval.faithfulness_steps = 4
     c.input.shuffle_buffer = 64
     return c
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data_dir, tmp_path_factory):
+    """(workdir, results) of one tiny pmap run, shared by the tests that read a finished run."""
+    from fer_jax import train
+    workdir = tmp_path_factory.mktemp("run")
+    return workdir, train.train_and_evaluate(make_tiny_config(tiny_data_dir), str(workdir))

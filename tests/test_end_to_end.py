@@ -44,15 +44,6 @@ def check_outputs(workdir, results):
     assert "7" in os.listdir(workdir / "checkpoints")
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_data_dir, tmp_path_factory):
-    """One tiny pmap run shared by the tests that read a finished run."""
-    import conftest
-    config = conftest.make_tiny_config(tiny_data_dir)
-    workdir = tmp_path_factory.mktemp("run")
-    return workdir, train.train_and_evaluate(config, str(workdir))
-
-
 def test_train_and_evaluate_writes_results_checkpoints_and_pictures(trained_run):
     check_outputs(*trained_run)
 
