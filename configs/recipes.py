@@ -3,6 +3,7 @@
 - `synthetic_cpu`: small models on the embedded synthetic faces, minutes on a CPU.
 - `paper_resnet50`: the paper's CNN recipe (ResNet-50, large maps, SGD nesterov).
 - `vit_finetune`: an ImageNet-pretrained ViT/DeiT fine-tuned with AdamW + cosine.
+- `with_method`: any of them with one of the paper's training-time CAM methods on.
 """
 import ml_collections
 
@@ -76,4 +77,27 @@ def vit_finetune(dataset: str, model_name: str, align_weight: float, learning_ra
     c.eval.batch_size = 256
     c.input.cache = False
     c.input.shuffle_buffer = 20_000
+    return c
+
+
+# The training-time CAM methods of the paper's Table 1 (docs/method.md, "Training-time methods").
+TRAINING_TIME_METHODS = ("wildcat", "acol", "prm", "adl", "cutmix", "tscam")
+
+
+def with_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """`c` with one training-time CAM method switched on, at the reference code's settings
+    (the schema's defaults: WILDCAT 5 modalities, kmax 0.5, kmin 0.1, alpha 0.6; ACoL
+    threshold 0.1; ADL drop rate 0.4, threshold 0.1; CutMix beta 1, here with probability 1).
+    WILDCAT, ACoL, PRM and ADL need a ResNet, TS-CAM a ViT/DeiT; CutMix fits any model."""
+    if method in ("wildcat", "acol", "prm"):
+        c.model.head = method
+    elif method == "adl":
+        c.model.adl = True
+    elif method == "cutmix":
+        c.train.cutmix_prob = 1.0          # every batch, as the paper's CutMix row
+    elif method == "tscam":
+        c.model.vit_head = "tscam"
+    else:
+        raise ValueError(f"unknown training-time method {method!r}; "
+                         f"known: {list(TRAINING_TIME_METHODS)}")
     return c

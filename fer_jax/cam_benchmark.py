@@ -33,14 +33,14 @@ def _pair(model_name: str, size: int, classes: int, workdir: str):
     import timm
     import torch
     import safetensors.torch
-    from fer_jax import models, weights
-    from ml_collections import ConfigDict
+    from fer_jax import config_schema, models, weights
     torch.manual_seed(0)
     ref = timm.create_model(model_name, pretrained=False, num_classes=classes).eval()
     path = os.path.join(workdir, f"{model_name}.safetensors")
     safetensors.torch.save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, path)
-    cfg = ConfigDict({"name": model_name, "width": 64, "large_maps": False, "dtype": "float32",
-                      "vit_head": "gap", "vit_pos_size": 224, "dropout": 0.0, "drop_path": 0.0})
+    cfg = config_schema.defaults().model
+    cfg.update({"name": model_name, "width": 64, "large_maps": False, "dtype": "float32",
+                "vit_head": "gap", "vit_pos_size": 224, "dropout": 0.0, "drop_path": 0.0})
     model = models.create_model(cfg, classes)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
     blank = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

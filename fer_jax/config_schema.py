@@ -132,13 +132,33 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
                             boolean),
         "dtype": Field("float32", "Compute dtype ('bfloat16' = mixed precision).",
                        one_of("float32", "bfloat16")),
-        "vit_head": Field("gap", "ViT head: 'gap' (mean of patch tokens, CAM-ready) or 'token'.",
-                          one_of("gap", "token")),
+        "vit_head": Field("gap", "ViT head: 'gap' (mean of patch tokens, CAM-ready), 'token', or "
+                          "'tscam' (TS-CAM: conv class maps x class-token attention).",
+                          one_of("gap", "token", "tscam")),
         "vit_pos_size": Field(224, "ViT: image size of the stored position-embedding grid "
                               "(the pretraining size; resampled to other inputs).",
                               number(8, 4096, integer=True)),
         "dropout": Field(0.0, "ViT dropout rate.", number(0, 1)),
         "drop_path": Field(0.0, "ViT stochastic depth of the last block.", number(0, 1)),
+        # Training-time CAM methods (docs/method.md, "Training-time methods").
+        "head": Field("gap", "ResNet head: 'gap' (linear on the global average: CAM), or a CAM "
+                      "head 'wildcat', 'acol', 'prm' (its built-in map is a CAM method).",
+                      one_of("gap", "wildcat", "acol", "prm")),
+        "wildcat_modalities": Field(5, "WILDCAT: class maps per class, averaged.",
+                                    number(1, 64, integer=True)),
+        "wildcat_kmax": Field(0.5, "WILDCAT: fraction of positions pooled from the top.",
+                              number(0, 1, lo_open=True)),
+        "wildcat_kmin": Field(0.1, "WILDCAT: fraction of positions pooled from the bottom "
+                              "(0 = none).", number(0, 1)),
+        "wildcat_alpha": Field(0.6, "WILDCAT: weight of the bottom positions' mean.", number(0)),
+        "acol_threshold": Field(0.1, "ACoL: erase where the first branch's [0, 1] map is >= this.",
+                                number(0, 1)),
+        "adl": Field(False, "ResNet: ADL layers (training only) after the first block of stage3, "
+                     "the first and the last block of stage4.", boolean),
+        "adl_drop_rate": Field(0.4, "ADL: probability of the drop mask (else importance map).",
+                               number(0, 1)),
+        "adl_threshold": Field(0.1, "ADL: drop where the channel mean is >= this x its max.",
+                               number(0, 1)),
     },
     "align": {
         "weight": Field(4.0, "lambda: weight of the AU alignment loss (0 = CE only).",
@@ -164,6 +184,10 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
                             number(1, integer=True)),
         "num_epochs": Field(20.0, "Training length in epochs.", number(0, lo_open=True)),
         "seed": Field(0, "Seed of initialisation and data order.", number(0, integer=True)),
+        "cutmix_prob": Field(0.0, "CutMix: probability that a batch is box-mixed, images, labels "
+                             "and AU maps (0 = off; the paper's CutMix row: 1).", number(0, 1)),
+        "cutmix_beta": Field(1.0, "CutMix: the mixing ratio is drawn from Beta(beta, beta).",
+                             number(0, lo_open=True)),
         "log_every_steps": Field(50, "Steps between TensorBoard scalars.",
                                  number(1, integer=True)),
         "checkpoint_every_steps": Field(500, "Steps between checkpoints (and one at the end).",
@@ -237,6 +261,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.eval.batch_size % _device_count() != 0:
         raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be divisible "
                          f"by the number of devices ({_device_count()})")
+    _check_training_time_methods(config.model)
+
+
+def _check_training_time_methods(model: ml_collections.ConfigDict) -> None:
+    """Heads and layers that only exist in one model family (ConfigError naming the keys)."""
+    resnet = model.name.startswith("resnet")
+    if not resnet and model.head != "gap":
+        raise ConfigError(f"config.model.head={model.head!r} is a ResNet head, but config.model."
+                          f"name={model.name!r}; ViT heads are set by config.model.vit_head "
+                          "('tscam' for TS-CAM)")
+    if not resnet and model.adl:
+        raise ConfigError(f"config.model.adl=True inserts layers between ResNet blocks, but "
+                          f"config.model.name={model.name!r}")
+    if resnet and model.vit_head == "tscam":
+        raise ConfigError(f"config.model.vit_head='tscam' is a ViT/DeiT head, but config.model."
+                          f"name={model.name!r}; ResNet heads are set by config.model.head")
 
 
 def _device_count() -> int:

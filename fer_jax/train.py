@@ -21,8 +21,9 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from fer_jax import alignment, capture, checkpoints, config_schema, data_parallel, evaluate, models
-from fer_jax import input_pipeline, optim, runs
+from fer_jax import alignment, capture, checkpoints, config_schema, cutmix, data_parallel, evaluate
+from fer_jax import input_pipeline, models, optim, runs
+from fer_jax.models import wsol
 
 AXIS = data_parallel.AXIS
 
@@ -51,27 +52,50 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 
 
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
-               align_layers: Sequence[str], align_weight: float,
+               align_layers: Sequence[str], align_weight: float, seed: int = 0,
+               cutmix_prob: float = 0.0, cutmix_beta: float = 1.0,
                axis_name: Optional[str] = AXIS) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     """One SGD step on this device's slice of the global batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), valid (b,), label (b,),
     mask (b,). Loss = CE + align_weight * R (docs/method.md, "Alignment loss"); with align_weight 0
     no layer is captured and the step is plain cross-entropy.
+    Dropout / stochastic depth draw from a key made of (seed, step, device
+    index), so a resumed run draws what the uninterrupted one would.
+    Training-time methods (docs/method.md, "Training-time methods"): the model
+    gets the labels (ACoL erases by them) and ADL draws from the dropout key;
+    CE also covers the extra logits a head sows (ACoL's second branch); with
+    cutmix_prob > 0 the batch is box-mixed first (fer_jax.cutmix) and each CE is
+    lam * CE(label) + (1 - lam) * CE(partner's label).
     Returns the new state and metrics summed over the global batch.
     """
     psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
+    device = jax.lax.axis_index(axis_name) if axis_name else 0
+    dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step),
+                                     device)
+    partners, lam = batch["label"], None
+    if cutmix_prob > 0:
+        batch, partners, lam = cutmix.mix(batch, *cutmix.keys(seed, state.step, device),
+                                          cutmix_prob, cutmix_beta)
     aligned = align_weight > 0 and len(align_layers) > 0
     mask = batch["mask"]
     count = jnp.maximum(psum(jnp.sum(mask)), 1.0)
 
+    def classification_loss(logits):
+        ce = cross_entropy(logits, batch["label"])
+        if lam is not None:
+            ce = lam * ce + (1.0 - lam) * cross_entropy(logits, partners)
+        return jnp.sum(mask * ce) / count
+
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        mutable = ["batch_stats", "intermediates"] if aligned else ["batch_stats"]
+        mutable = ["batch_stats", wsol.AUX_LOGITS] + (["intermediates"] if aligned else [])
         logits, new_vars = state.apply_fn(
-            variables, batch["image"], train=True, mutable=mutable,
+            variables, batch["image"], train=True, labels=batch["label"], mutable=mutable,
+            rngs={"dropout": dropout_key},
             capture_intermediates=capture.capture_filter(align_layers) if aligned else False)
-        ce = jnp.sum(mask * cross_entropy(logits, batch["label"])) / count
+        ce = sum(classification_loss(x) for x in
+                 [logits] + jax.tree.leaves(new_vars.get(wsol.AUX_LOGITS, {})))
         if aligned:
             feats = [capture.captured(new_vars["intermediates"], n) for n in align_layers]
             r = alignment.alignment_loss(feats, batch["heatmap"], batch["valid"] * mask,
@@ -144,7 +168,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
 
     step_fn = dp.wrap(functools.partial(
         train_step, align_layers=tuple(config.align.layers),
-        align_weight=float(config.align.weight)), donate_state=True)
+        align_weight=float(config.align.weight), seed=config.train.seed,
+        cutmix_prob=float(config.train.cutmix_prob),
+        cutmix_beta=float(config.train.cutmix_beta)), donate_state=True)
     local_batch = global_batch // jax.process_count()
     batches = input_pipeline.train_batches(
         builder, config, dp.num_local_devices, local_batch,

@@ -11,21 +11,52 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(name):
+    """get_config() of configs/NAME (NAME may be in a subfolder: "paper/rafdb_acol.py")."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name))
+    spec = importlib.util.spec_from_file_location(name[:-3].replace("/", "."),
+                                                  os.path.join(ROOT, "configs", name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
 
 
 def _config_files():
-    folder = os.path.join(ROOT, "configs")
-    return sorted(f for f in os.listdir(folder) if f.endswith(".py")
-                  and "def get_config" in open(os.path.join(folder, f)).read())
+    """Every file under configs/ (subfolders too) that defines get_config, relative to it."""
+    top = os.path.join(ROOT, "configs")
+    found = []
+    for folder, _, files in os.walk(top):
+        for f in files:
+            path = os.path.join(folder, f)
+            if f.endswith(".py") and "def get_config" in open(path).read():
+                found.append(os.path.relpath(path, top).replace(os.sep, "/"))
+    return sorted(found)
 
 
 def test_config_files_are_found():
-    assert {"default.py", "rafdb_resnet50.py", "affectnet_vit_base.py"} <= set(_config_files())
+    assert {"default.py", "rafdb_resnet50.py", "affectnet_vit_base.py", "paper/rafdb_wildcat.py",
+            "paper/rafdb_tscam.py", "paper/affectnet_cutmix.py"} <= set(_config_files())
+
+
+def _changed(config, base):
+    """{(group, key): value} of the fields where `config` differs from `base`."""
+    return {(g, k): config[g][k] for g in base.keys() if hasattr(base[g], "keys")
+            for k in base[g].keys() if config[g][k] != base[g][k]}
+
+
+@pytest.mark.parametrize("dataset", ["rafdb", "affectnet"])
+def test_paper_method_configs_are_their_row_plus_the_method_flag(dataset):
+    """Table 1's method rows: the dataset's CAM row with one method switched on."""
+    base = load(f"{dataset}_resnet50.py")
+    expected = {"wildcat": {("model", "head"): "wildcat"}, "acol": {("model", "head"): "acol"},
+                "prm": {("model", "head"): "prm"}, "adl": {("model", "adl"): True},
+                "cutmix": {("train", "cutmix_prob"): 1.0}}
+    for method, change in expected.items():
+        assert _changed(load(f"paper/{dataset}_{method}.py"), base) == change, method
+
+
+def test_paper_ts_cam_config_is_the_deit_row_with_the_ts_cam_head():
+    assert _changed(load("paper/rafdb_tscam.py"), load("rafdb_deit_small.py")) == {
+        ("model", "vit_head"): "tscam"}
 
 
 @pytest.mark.parametrize("name", _config_files())
@@ -73,6 +104,27 @@ def test_bad_value_is_named_with_what_is_allowed(key, value, message):
     group, field = key.split(".")
     c[group][field] = value
     with pytest.raises(ValueError, match=message):
+        config_schema.validate(c)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model.name": "deit_small_patch16", "model.head": "wildcat"},
+     r"config\.model\.head='wildcat' is a ResNet head, but config\.model\.name="
+     r"'deit_small_patch16'; ViT heads are set by config\.model\.vit_head"),
+    ({"model.name": "vit_micro_patch8", "model.adl": True},
+     r"config\.model\.adl=True inserts layers between ResNet blocks, but config\.model\.name="),
+    ({"model.vit_head": "tscam"},
+     r"config\.model\.vit_head='tscam' is a ViT/DeiT head, but config\.model\.name='resnet18'"),
+    ({"model.head": "gradcam"}, r"config\.model\.head='gradcam' must be one of \['gap', "
+                                r"'wildcat', 'acol', 'prm'\]"),
+    ({"train.cutmix_beta": 0.0}, r"config\.train\.cutmix_beta=0\.0 must be in \(0"),
+])
+def test_training_time_methods_outside_their_model_family_name_the_keys(changes, message):
+    c = config_schema.defaults()
+    for key, value in changes.items():
+        group, field = key.split(".")
+        c[group][field] = value
+    with pytest.raises(config_schema.ConfigError, match=message):
         config_schema.validate(c)
 
 

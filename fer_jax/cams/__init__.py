@@ -4,11 +4,13 @@
   spec = cams.spec_for(model, methods=("gradcam", "scorecam"), layers=("stage4",))
   maps = cams.explain(model, variables, images, classes, spec).maps  # {name: (B, H, W)}
 
-Methods (`cams.REGISTRY`, one module per family): cam (head), gradcam,
-gradcam++, xgradcam, hirescam, layercam (gradient), scorecam (score), eigencam
-(eigen), rollout, cls_attention (attention, ViT), random, centre (reference).
+Methods (`cams.REGISTRY`, one module per family): cam (head), wildcat, acol,
+prm, tscam (builtin: maps of training-time heads), gradcam, gradcam++, xgradcam,
+hirescam, layercam (gradient), scorecam (score), eigencam (eigen), rollout,
+cls_attention (attention, ViT), random, centre (reference).
 """
 # Registration order is the order of reports and of "all": the paper's methods first.
-from fer_jax.cams import head, gradient, score, eigen, attention, reference  # noqa: F401,I001
+from fer_jax.cams import head, builtin, gradient, score, eigen, attention, reference  # noqa: F401,I001
 from fer_jax.cams.base import REGISTRY, CamMethod, applicable, select  # noqa: F401
+from fer_jax.cams.builtin import builtin_method  # noqa: F401
 from fer_jax.cams.engine import CamSpec, Explanation, explain, spec_for  # noqa: F401

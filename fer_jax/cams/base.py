@@ -24,6 +24,7 @@ GRADIENTS = "gradients"      # d score / d features at the layer
 HEAD = "head"                # the classifier's kernel (C, K) over the GAP of the cam layer
 ATTENTION = "attention"      # attention probabilities of every ViT block
 FORWARDS = "forwards"        # extra forward passes of perturbed images
+HEAD_MAPS = "head_maps"      # the class maps a training-time head builds from the cam layer
 
 # Where a method's map comes from.
 PER_LAYER = "per_layer"      # each of the selected cam layers (maps averaged)
@@ -39,7 +40,9 @@ class LayerInputs(NamedTuple):
     classes (B,) int; attention: per block (B, heads, N, N) probabilities with
     token 0 the class token; images (B, H, W, 3) normalised; class_scores:
     images (n, H, W, 3), classes (n,) -> (n,) target logits (one forward, jitted
-    with the rest); grid: (h, w) patch grid of a ViT; sample_ids (B,) int.
+    with the rest); grid: (h, w) patch grid of a ViT; sample_ids (B,) int;
+    head_maps: features (B, h, w, C), classes (B,) -> (B, h, w) built-in class maps
+    of the model's training-time head (fer_jax.models.wsol), with its parameters.
     """
     features: Optional[jnp.ndarray] = None
     gradients: Optional[jnp.ndarray] = None
@@ -51,6 +54,7 @@ class LayerInputs(NamedTuple):
     grid: Optional[tuple] = None
     sample_ids: Optional[jnp.ndarray] = None
     score_batch: int = 256
+    head_maps: Optional[Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,7 @@ class CamMethod:
     """One explanation method.
 
     name: registry key (config.eval.cam_methods); summary: one line for docs;
-    needs: subset of {FEATURES, GRADIENTS, HEAD, ATTENTION, FORWARDS};
+    needs: subset of {FEATURES, GRADIENTS, HEAD, ATTENTION, FORWARDS, HEAD_MAPS};
     source: PER_LAYER, CAM_LAYER, ALL_BLOCKS or INPUT; output: "weighted" or "map";
     relu: ReLU before normalisation (pytorch-grad-cam applies it to every method);
     class_specific: False for maps that ignore the target class;

@@ -72,6 +72,17 @@ def _layers_of(method: base.CamMethod, model: Any, spec: CamSpec) -> Sequence[Op
     return (None,)   # ALL_BLOCKS, INPUT: one map from the method's own inputs
 
 
+def _head_maps(model: Any, variables: Mapping[str, Any]):
+    """(features, classes) -> (B, h, w) class maps of the model's training-time head.
+
+    The head is applied on its own to the captured cam-layer features, so the map
+    of any class costs the head alone (ACoL erases by that class, not the prediction).
+    """
+    head = model.head_module()
+    params = {"params": variables["params"][model.head_name]}
+    return lambda feats, classes: head.apply(params, feats, classes, method="class_maps")
+
+
 def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
                   classes: jnp.ndarray, spec: CamSpec, sample_ids: jnp.ndarray,
                   extra_layers: Sequence[str]) -> Tuple[Dict[str, jnp.ndarray], capture.Probe]:
@@ -97,6 +108,7 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
     patch = getattr(model, "patch_size", None)
     grid = (size[0] // patch, size[1] // patch) if patch else None
     head = variables["params"][model.head_name]["kernel"] if base.HEAD in needs else None
+    head_maps = _head_maps(model, variables) if base.HEAD_MAPS in needs else None
     out: Dict[str, jnp.ndarray] = {}
     for m in methods:
         per_layer = []
@@ -107,7 +119,8 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
                 head_kernel=head, classes=classes,
                 attention=[probe.taps[n] for n in taps] if base.ATTENTION in m.needs else None,
                 images=images, class_scores=class_scores if base.FORWARDS in m.needs else None,
-                grid=grid, sample_ids=sample_ids, score_batch=spec.score_batch)
+                grid=grid, sample_ids=sample_ids, score_batch=spec.score_batch,
+                head_maps=head_maps)
             raw = m.fn(inputs)
             if m.output == "weighted":
                 raw = first_component(raw) if spec.eigen_smooth else jnp.sum(raw, axis=-1)

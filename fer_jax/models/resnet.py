@@ -4,18 +4,30 @@ Layout follows torchvision (so timm/torchvision weights map one to one):
 `stem` (conv 7x7/2 + BN + ReLU), max-pool, `stage1`..`stage4`, global average
 pooling, `head`. Each stage is its own module, so `capture_intermediates`
 records its (B, H, W, C) output under the stage's name.
+
+Training-time CAM methods (fer_jax.models.wsol): `head` replaces the linear GAP
+head by WILDCAT, ACoL or PRM on `stage4`; `adl` inserts ADL layers where the
+reference code puts them (`_ADL_AFTER`).
 """
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from fer_jax.models import wsol
 
 ModuleDef = Any
 
 # torchvision's BatchNorm: momentum 0.1 (flax: 0.9), eps 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
+
+# ADL positions, as the reference code (which follows ADL's ResNet-50): after the first
+# block of stage3, after the first block of stage4 and after the last one (stage index ->
+# block indices, -1 = the last block). The stage4 output, which CAMs and the alignment
+# read, is thus the output of an ADL layer (identity in evaluation).
+_ADL_AFTER = {3: (0,), 4: (0, -1)}
 
 
 class BasicBlock(nn.Module):
@@ -75,20 +87,29 @@ class Stem(nn.Module):
 
 
 class Stage(nn.Module):
-    """A run of residual blocks; the first one carries the stride."""
+    """A run of residual blocks; the first one carries the stride.
+
+    adl_after: indices of the blocks followed by an ADL layer `adl{i}` (-1 = the last).
+    """
     block_cls: Callable[..., nn.Module]
     num_blocks: int
     features: int
     strides: int
     conv: ModuleDef
     norm: ModuleDef
+    adl_after: Tuple[int, ...] = ()
+    adl_options: wsol.Options = wsol.Options()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
+        after = {i % self.num_blocks for i in self.adl_after}
         for i in range(self.num_blocks):
             x = self.block_cls(
                 features=self.features, strides=self.strides if i == 0 else 1,
                 conv=self.conv, norm=self.norm, name=f"block{i}")(x)
+            if i in after:
+                x = wsol.ADL(self.adl_options.adl_drop_rate, self.adl_options.adl_threshold,
+                             name=f"adl{i}")(x, train)
         return x
 
 
@@ -99,6 +120,7 @@ class ResNet(nn.Module):
     Named intermediate outputs (capture with `capture_intermediates`):
       stem (B, H/2, W/2, width), stage1 (H/4), stage2 (H/8),
       stage3 (H/16, or H/8 with large_maps), stage4 (H/32, or H/8 with large_maps).
+    `labels` (B,): the classes ACoL's head erases by in training (others ignore them).
     """
     stage_sizes: Sequence[int]
     block_cls: Callable[..., nn.Module]
@@ -107,13 +129,27 @@ class ResNet(nn.Module):
     large_maps: bool = False      # stride 1 in stage3 and stage4 (the paper's CAM setting)
     dtype: Any = jnp.float32      # compute dtype (bfloat16 for mixed precision)
     bn_axis_name: Optional[str] = None  # named batch axis: BN statistics over all devices
+    head: str = "gap"             # "gap" (linear on the global average) or wsol.HEADS' CNN heads
+    adl: bool = False             # ADL layers (training only) at _ADL_AFTER
+    wsol_options: wsol.Options = wsol.Options()   # settings of the head and of ADL
 
-    cam_layer = "stage4"   # features whose GAP feeds the head
+    cam_layer = "stage4"   # features the head reads
     head_name = "head"
-    gap_head = True        # logits = mean_hw(cam_layer) @ head.kernel + bias: CAM applies
+
+    @property
+    def gap_head(self) -> bool:
+        """True when logits = mean_hw(cam_layer) @ head.kernel + bias (CAM applies)."""
+        return self.head == "gap"
+
+    @nn.nowrap   # also called outside the model (CAM engine): a top-level module then
+    def head_module(self, name: Optional[str] = None) -> nn.Module:
+        """The training-time head (not "gap"); ACoL's branches have 16 x width channels
+        (1024 at the standard width 64, as ACoL and the reference code)."""
+        return wsol.make_head(self.head, self.num_classes, self.wsol_options,
+                              hidden=16 * self.width, dtype=self.dtype, name=name)
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, labels: Optional[jnp.ndarray] = None):
         # Symmetric k//2 padding as in torchvision (SAME would pad 3x3/2 convs asymmetrically).
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding=0)
         norm = functools.partial(
@@ -123,8 +159,11 @@ class ResNet(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         strides = (1, 2, 1, 1) if self.large_maps else (1, 2, 2, 2)
         for i, (n, s) in enumerate(zip(self.stage_sizes, strides)):
-            x = Stage(self.block_cls, n, self.width * 2 ** i, s, conv, norm,
-                      name=f"stage{i + 1}")(x)
+            adl_after = _ADL_AFTER.get(i + 1, ()) if self.adl else ()
+            x = Stage(self.block_cls, n, self.width * 2 ** i, s, conv, norm, adl_after,
+                      self.wsol_options, name=f"stage{i + 1}")(x, train)
+        if self.head != "gap":
+            return self.head_module(name=self.head_name)(x, train, labels)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=jnp.float32, name=self.head_name)(
             x.astype(jnp.float32))

@@ -16,11 +16,13 @@ parameter-free modules that sit *on* the forward path (tokens -> grid -> module
 gradient-based CAMs see a non-zero gradient.
 """
 import functools
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from fer_jax.models import wsol
 
 # timm and Google ViT both use LayerNorm eps 1e-6 (flax's default, torch's is 1e-5).
 _LN_EPSILON = 1e-6
@@ -200,6 +202,9 @@ class ViT(nn.Module):
       as every patch token is normed before the mean, the CAM
       `capture(cam_layer) @ head.kernel` (B, h, w, K) averages to logits - bias.
       (timm's `global_pool='avg', fc_norm=False` is the same model.)
+    head="tscam": TS-CAM (fer_jax.models.wsol.TsCamHead): a 3x3 conv over the normed
+      patch grid gives K semantic maps whose means are the logits.
+    `labels` is accepted like the ResNet's and unused (no ViT head erases by class).
 
     Named (B, h, w, D) outputs: `block0`..`block{depth-1}`, `encoder_norm_grid`.
     """
@@ -210,7 +215,7 @@ class ViT(nn.Module):
     num_heads: int = 12
     mlp_ratio: float = 4.0
     image_size: int = 224         # pretraining size: fixes the pos_embed grid
-    head: str = "gap"             # "gap" (CAM-ready) or "token"
+    head: str = "gap"             # "gap" (CAM-ready), "token" or "tscam"
     dropout: float = 0.0          # after pos-embed, attention projection and MLP layers
     drop_path: float = 0.0        # stochastic depth of the last block (linear from 0)
     dtype: Dtype = jnp.float32    # compute dtype (bfloat16 for mixed precision)
@@ -222,6 +227,11 @@ class ViT(nn.Module):
         """True when logits = mean_hw(cam_layer) @ head.kernel + bias (CAM applies)."""
         return self.head == "gap"
 
+    @nn.nowrap   # also called outside the model (CAM engine): a top-level module then
+    def head_module(self, name: Optional[str] = None) -> nn.Module:
+        """The TS-CAM head (head="tscam"), the only ViT head with a built-in map."""
+        return wsol.make_head(self.head, self.num_classes, dtype=self.dtype, name=name)
+
     @property
     def attention_layers(self) -> Tuple[str, ...]:
         """Capture names of every block's attention probabilities, first block first."""
@@ -229,8 +239,9 @@ class ViT(nn.Module):
 
     @property
     def cam_layer(self) -> str:
-        """Layer whose grid gives CAMs: the final-normed grid for 'gap', else the last block."""
-        return "encoder_norm_grid" if self.head == "gap" else f"block{self.depth - 1}"
+        """Layer whose grid gives CAMs: the final-normed grid the 'gap' and 'tscam' heads read,
+        else the last block."""
+        return "encoder_norm_grid" if self.head in ("gap", "tscam") else f"block{self.depth - 1}"
 
     @property
     def pos_grid(self) -> Tuple[int, int]:
@@ -242,9 +253,10 @@ class ViT(nn.Module):
         return (n, n)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.head not in ("gap", "token"):
-            raise ValueError(f"head={self.head!r}: expected 'gap' or 'token'")
+    def __call__(self, x: jax.Array, train: bool = False,
+                 labels: Optional[jax.Array] = None) -> jax.Array:
+        if self.head not in ("gap", "token", "tscam"):
+            raise ValueError(f"head={self.head!r}: expected 'gap', 'token' or 'tscam'")
         if x.ndim != 4 or x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(
                 f"input of shape {x.shape}: expected (B, H, W, C) with H and W multiples of "
@@ -272,6 +284,9 @@ class ViT(nn.Module):
 
         tokens = nn.LayerNorm(epsilon=_LN_EPSILON, dtype=self.dtype, name="encoder_norm")(tokens)
         tokens = _through_grid(tokens, grid_hw, "encoder_norm_grid")
+        if self.head == "tscam":
+            grid = tokens[:, _NUM_PREFIX_TOKENS:].reshape(b, grid_hw[0], grid_hw[1], -1)
+            return self.head_module(name=self.head_name)(grid, train, labels)
         if self.head == "token":
             features = tokens[:, 0]
         else:

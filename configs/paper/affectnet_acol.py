@@ -1,0 +1,6 @@
+"""The paper's acol row on affectnet: configs/affectnet_resnet50.py + recipes.with_method('acol')."""
+from configs import affectnet_resnet50, recipes
+
+
+def get_config():
+    return recipes.with_method(affectnet_resnet50.get_config(), "acol")

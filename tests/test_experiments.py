@@ -1,0 +1,78 @@
+"""experiments + tables end to end on a grid of the tiny config: shards, failures, skipping
+finished cells, resuming an interrupted one, and the table of what was run.
+
+The suite's finished tiny run (`trained_run`) stands in for work done by an earlier
+invocation of the grid, so this test trains only what a resumed cell has left.
+"""
+import json
+import os
+import shutil
+
+from fer_jax import experiments, grids, tables
+
+CONFIG = """
+import conftest
+
+
+def get_config():
+    return conftest.make_tiny_config({data_dir!r})   # what trained_run trained
+"""
+
+
+def test_grid_skips_finished_cells_resumes_interrupted_ones_and_tabulates(
+        trained_run, tiny_data_dir, tmp_path):
+    run_dir, run_results = trained_run
+    config = tmp_path / "tiny.py"
+    config.write_text(CONFIG.format(data_dir=tiny_data_dir))
+    grid = grids.Grid("tiny", "paper_table", "tiny cells", (
+        grids.Cell("with", str(config)),                                           # lambda 4
+        # 2 epochs = 14 steps, of which the 7 of trained_run are done.
+        grids.Cell("without", str(config), {
+            "align.weight": 0.0, "train.num_epochs": 2.0, "eval.cam_methods": ("cam",),
+            "eval.faithfulness_steps": 0, "eval.num_plot_images": 0}),
+        grids.Cell("broken", str(config), {"align.wieght": 1.0}),                 # a typo
+    ))
+    out = tmp_path / "out"
+    shutil.copytree(run_dir, out / "with")                         # finished earlier
+    shutil.copytree(run_dir / "checkpoints" / "7", out / "without" / "checkpoints" / "7")
+    finished_mtime = os.stat(out / "with" / "results.json").st_mtime_ns
+
+    # Shard 2 of 3 is the broken cell alone: it fails and the others stay untouched.
+    status = experiments.run_grid(grid, str(out), shard=(2, 3), progress=False)
+    assert list(status) == ["broken"]
+    assert status["broken"].startswith("failed: ConfigError: override align.wieght=1.0: unknown "
+                                       "key 'wieght'; valid keys: ['layers', 'weight']")
+    assert "wieght" in (out / "broken" / "error.txt").read_text()
+    assert not (out / "without" / "results.json").exists()
+
+    status = experiments.run_grid(grid, str(out), progress=False)
+    assert status["with"] == "skipped" and status["without"] == "resumed"
+    assert status["broken"].startswith("failed: ConfigError")
+    assert os.stat(out / "with" / "results.json").st_mtime_ns == finished_mtime
+    resumed = json.load(open(out / "without" / "results.json"))
+    assert resumed["train"]["steps"] == 14 and resumed["train"]["steps_this_run"] == 7
+    assert resumed["config"]["align"]["weight"] == 0.0 and resumed["cam_methods"] == ["cam"]
+    record = json.load(open(out / "without" / "cell.json"))
+    assert (record["grid"], record["position"], record["layout"]) == ("tiny", 1, "paper_table")
+
+    # Once written, a cell's folder is not reused for another definition of it.
+    changed = grids.Grid("tiny", "paper_table", "", (
+        grids.Cell("without", str(config), {"align.weight": 1.0}),))
+    refused = experiments.run_grid(changed, str(out), progress=False)["without"]
+    assert "holds a cell with overrides=" in refused and "{'align.weight': 1.0}" in refused
+
+    (out / "with" / "cell.json").write_text(json.dumps(experiments.cell_record(
+        grid, grid.cells[0], 0, {})))   # what the earlier invocation would have written
+    tables.write(str(out))
+    text = (out / "table.md").read_text()
+    cam, cam_au = resumed["cams"]["cam"], run_results["cams"]["cam"]
+    row = [line for line in text.splitlines() if line.startswith("| cam |")]
+    assert row == [
+        f"| cam | {100 * resumed['accuracy']:.2f} -> {100 * run_results['accuracy']:.2f} | "
+        f"{cam['cam_cos']:.3f} -> {cam_au['cam_cos']:.3f} | "
+        f"{resumed['att_cos']['stage4']:.3f} -> {run_results['att_cos']['stage4']:.3f} | "
+        f"{cam['pointing']:.3f} -> {cam_au['pointing']:.3f} | "
+        f"- -> {cam_au['deletion_auc']:.3f} | - -> {cam_au['insertion_auc']:.3f} |"]
+    # The other methods of the finished cell are rows too, with nothing "without".
+    assert "| gradcam | - -> " in text
+    assert "2 of 3 cells finished; missing: broken." in text
