@@ -51,16 +51,21 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 
 
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
-               align_layers: Sequence[str], align_weight: float,
+               align_layers: Sequence[str], align_weight: float, seed: int = 0,
                axis_name: Optional[str] = AXIS) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     """One SGD step on this device's slice of the global batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), valid (b,), label (b,),
     mask (b,). Loss = CE + align_weight * R (method.md); with align_weight 0
     no layer is captured and the step is plain cross-entropy.
+    Dropout / stochastic depth draw from a key made of (seed, step, device
+    index), so a resumed run draws what the uninterrupted one would.
     Returns the new state and metrics summed over the global batch.
     """
     psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
+    device = jax.lax.axis_index(axis_name) if axis_name else 0
+    dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step),
+                                     device)
     aligned = align_weight > 0 and len(align_layers) > 0
     mask = batch["mask"]
     count = jnp.maximum(psum(jnp.sum(mask)), 1.0)
@@ -70,6 +75,7 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
         mutable = ["batch_stats", "intermediates"] if aligned else ["batch_stats"]
         logits, new_vars = state.apply_fn(
             variables, batch["image"], train=True, mutable=mutable,
+            rngs={"dropout": dropout_key},
             capture_intermediates=alignment.capture_filter(align_layers) if aligned else False)
         ce = jnp.sum(mask * cross_entropy(logits, batch["label"])) / count
         if aligned:
