@@ -64,3 +64,19 @@ def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
                             "build_report.json"))
     assert results["num_examples"] == report["splits"]["test"]["examples"] > 0
     assert (workdir / "attention.png").exists()
+
+
+def test_pictures_reach_a_url_workdir_through_a_local_folder(monkeypatch):
+    """Matplotlib writes local files: with a gs:// (here ram://) workdir they are copied."""
+    import tensorflow as tf
+    from fer_jax import evaluate
+
+    def write_pictures(model, state, builder, config, results, workdir):
+        path = os.path.join(workdir, "confusion.png")
+        with open(path, "wb") as f:  # fails unless workdir is a local folder
+            f.write(b"png")
+        return [path]
+    monkeypatch.setattr(evaluate, "write_pictures", write_pictures)
+    train._write_pictures(None, None, None, None, None, "ram://fer_jax_run")
+    with tf.io.gfile.GFile("ram://fer_jax_run/confusion.png", "rb") as f:
+        assert f.read() == b"png"
