@@ -1,27 +1,49 @@
-"""`python -m fer_jax.benchmark --config=...`: cost of the AU alignment loss per step.
+"""`python -m fer_jax.benchmark --config=...`: training throughput and the cost of the AU loss.
 `python -m fer_jax.benchmark --cams`: CAM methods against pytorch-grad-cam (fer_jax.cam_benchmark).
 `python -m fer_jax.benchmark --predict`: photos/s and memory of fer_jax.predict (predict_benchmark).
 
-Times the compiled data-parallel train step of the configured model with the
-alignment loss (config.align.weight, or 1 if it is 0) and without it (weight 0:
-no layer captured), interleaved in the same run on the same random batch.
-Prints a JSON object as its last line:
-  {"step_ms_align": .., "step_ms_no_align": .., "overhead": align/no_align, ...}
+Times the training step with the alignment loss (config.align.weight, or 1 if
+it is 0) and without it (weight 0: no layer captured), interleaved in one run,
+median of `--repeats` measurements of `--steps` steps each.
+- `--input=synthetic` (default): one random batch, resident on the devices, for
+  every step: the compiled data-parallel train step of fer_jax alone.
+- `--input=records`: batches of config.dataset from the real input pipeline,
+  host-to-device copies included, as the trainer runs; also measures the input
+  pipeline alone (`input_images_per_s`): below the training rate, tf.data is
+  the bottleneck.
+- `--reference=pytorch`: the paper's setting in PyTorch on the same device,
+  batch and image size (timm model, forward hook on the aligned layer, the
+  cosine loss of fer_jax/alignment.py, AMP autocast when config.model.dtype is
+  bfloat16, channels_last, SGD nesterov), random batch on the device.
+Prints one JSON object as its last line, with the same keys in every mode, so
+that a speed-up is one division:
+  framework, model, image_size, global_batch, dtype, align_layers, align_weight,
+  devices, platform, device_kind, backend, input, steps, repeats,
+  step_ms_align, step_ms_no_align, images_per_s_align, images_per_s_no_align,
+  overhead (align / no_align step time), memory_bytes_in_use, peak_memory_bytes
+  (first device; null where the platform does not report it), input_images_per_s
+  (records only, else null).
+Neither `--input=synthetic` nor `--reference=pytorch` imports TensorFlow.
 """
 import functools
 import json
 import time
+from typing import Any, Callable, Dict, Optional
 
 from absl import app, flags
-import jax
 import numpy as np
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (see configs/).")
+flags.DEFINE_enum("input", "synthetic", ["synthetic", "records"],
+                  "Where batches come from (see the module docstring).")
+flags.DEFINE_enum("reference", None, ["pytorch"], "Measure the PyTorch reference instead.")
 flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (median kept).")
-flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head.")
+flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head (synthetic input).")
+flags.DEFINE_integer("input_batches", 50, "Batches timed for the input pipeline alone "
+                     "(--input=records).")
 flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-cam instead.")
 flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
 flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
@@ -30,15 +52,102 @@ flags.DEFINE_boolean("predict", False, "Time fer_jax.predict on a folder of phot
 flags.DEFINE_integer("predict_photos", 200, "--predict: photos in the small folder (large: 4x).")
 
 
-def measure(config, steps: int, repeats: int, num_classes: int) -> dict:
-    """Median milliseconds per train step with and without alignment."""
+def interleaved(variants: Dict[str, Callable[[int], None]], steps: int, repeats: int
+                ) -> Dict[str, float]:
+    """Median milliseconds per step of each variant.
+
+    variants: name -> run(k), which runs k steps and returns once they are done.
+    Each is warmed up (compiled) first; then they alternate, `repeats` times.
+    """
+    for run in variants.values():
+        run(2)
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            run(steps)
+            times[name].append((time.perf_counter() - t0) / steps * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def report(common: Dict[str, Any], ms: Dict[str, float], global_batch: int,
+           memory: Dict[str, Optional[int]], input_images_per_s: Optional[float]
+           ) -> Dict[str, Any]:
+    """The JSON object every mode prints."""
+    a, b = ms["align"], ms["no_align"]
+    return {
+        **common, "global_batch": global_batch,
+        "step_ms_align": round(a, 3), "step_ms_no_align": round(b, 3),
+        "images_per_s_align": round(global_batch / a * 1000, 1),
+        "images_per_s_no_align": round(global_batch / b * 1000, 1),
+        "overhead": round(a / b, 4), **memory,
+        "input_images_per_s": None if input_images_per_s is None else round(input_images_per_s, 1),
+    }
+
+
+def _common(config, framework: str, devices: int, platform: str, device_kind: str,
+            backend: str, input_kind: str, steps: int, repeats: int) -> Dict[str, Any]:
+    return {
+        "framework": framework, "model": config.model.name,
+        "image_size": config.dataset.image_size, "dtype": config.model.dtype,
+        "align_layers": list(config.align.layers),
+        "align_weight": float(config.align.weight) or 1.0, "devices": devices,
+        "platform": platform, "device_kind": device_kind, "backend": backend,
+        "input": input_kind, "steps": steps, "repeats": repeats,
+    }
+
+
+def measure(config, steps: int, repeats: int, num_classes: int, input_kind: str = "synthetic",
+            input_batches: int = 50) -> Dict[str, Any]:
+    """fer_jax: the train step with and without alignment (see the module docstring)."""
+    import jax
     from fer_jax import config_schema, data_parallel, models, optim, train
     config_schema.validate(config)
     dp = data_parallel.DataParallel(spmd=config.spmd)
+    size, n = config.dataset.image_size, config.train.batch_size
+    input_rate = None
+    if input_kind == "records":
+        from fer_jax import input_pipeline  # TensorFlow: only for this mode
+        input_pipeline.hide_accelerators_from_tf()
+        builder = input_pipeline.get_builder(config.dataset)
+        num_classes = len(builder.info.features["label"].names)
+        batches = input_pipeline.train_batches(builder, config, dp.shard_ids, dp.num_devices)
+        input_rate = _input_rate(batches, n // jax.process_count(), input_batches)
+        next_batch = lambda: dp.shard(next(batches))  # noqa: E731
+    else:
+        batch = dp.shard(_random_batch(n, size, num_classes, dp.num_local_devices))
+        next_batch = lambda: batch  # noqa: E731
     model = models.create_model(config.model, num_classes, bn_axis_name=data_parallel.AXIS)
     tx = optim.create_optimizer(config, optim.learning_rate_schedule(config, 100, 1000))
     state = train.create_train_state(model, config, tx, jax.random.key(0))
-    size, n = config.dataset.image_size, config.train.batch_size
+    weights = {"align": float(config.align.weight) or 1.0, "no_align": 0.0}
+    states = {name: dp.replicate(state) for name in weights}
+    del state
+
+    def runner(name: str) -> Callable[[int], None]:
+        step = dp.wrap(functools.partial(train.train_step, align_layers=tuple(config.align.layers),
+                                         align_weight=weights[name]), donate_state=True)
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                states[name], metrics = step(states[name], next_batch())
+            jax.block_until_ready((states[name], metrics))
+        return run
+
+    ms = interleaved({name: runner(name) for name in weights}, steps, repeats)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    device = jax.local_devices()[0]
+    common = _common(config, "fer_jax", dp.num_devices, jax.default_backend(),
+                     device.device_kind, "shard_map" if config.spmd else "pmap", input_kind,
+                     steps, repeats)
+    memory = {"memory_bytes_in_use": stats.get("bytes_in_use"),
+              "peak_memory_bytes": stats.get("peak_bytes_in_use")}
+    return report(common, ms, n, memory, input_rate)
+
+
+def _random_batch(n: int, size: int, num_classes: int, num_devices: int
+                  ) -> Dict[str, np.ndarray]:
+    """A random batch in the pipeline's device layout (num_devices, n / num_devices, ...)."""
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.normal(size=(n, size, size, 3)).astype(np.float32),
@@ -47,35 +156,130 @@ def measure(config, steps: int, repeats: int, num_classes: int) -> dict:
         "label": rng.integers(0, num_classes, n).astype(np.int32),
         "mask": np.ones(n, np.float32),
     }
-    batch = dp.shard({k: v.reshape((dp.num_local_devices, -1) + v.shape[1:])
-                      for k, v in batch.items()})
+    return {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def _input_rate(batches, local_batch: int, count: int) -> float:
+    """Images per second the input pipeline delivers to this process, alone."""
+    for _ in range(2):  # start-up: file opening, shuffle buffer, tracing
+        next(batches)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        next(batches)
+    return count * local_batch / (time.perf_counter() - t0)
+
+
+# -- the PyTorch reference -------------------------------------------------------------
+
+
+def _timm_model(config, num_classes: int):
+    """timm's model for config.model, with the aligned layer's module (fer_jax naming)."""
+    import timm
+    name = config.model.name
+    layer = config.align.layers[0]
+    if name.startswith("resnet"):
+        w = config.model.width  # fer_jax: stem `width`, stages 1x, 2x, 4x, 8x of it
+        model = timm.create_model(name, num_classes=num_classes, stem_width=w,
+                                  channels=tuple(w * 2 ** i for i in range(4)))
+        if config.model.large_maps:  # fer_jax: stride 1 in stage3 and stage4, no dilation
+            for stage in (model.layer3, model.layer4):
+                for conv in stage[0].modules():  # the strided 3x3 conv and the shortcut
+                    if getattr(conv, "stride", None) == (2, 2):
+                        conv.stride = (1, 1)
+        modules = {f"stage{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
+    elif name.startswith(("vit_", "deit_")) and name.endswith(("16", "32")):
+        model = timm.create_model(f"{name}_224", num_classes=num_classes,
+                                  img_size=config.dataset.image_size,
+                                  global_pool="avg" if config.model.vit_head == "gap" else "token")
+        modules = {f"block{i}": b for i, b in enumerate(model.blocks)}
+    else:
+        raise ValueError(f"--reference=pytorch: config.model.name={name!r} has no timm "
+                         "counterpart here (resnet18/34/50, vit_*/deit_* patch16 or 32)")
+    if layer not in modules:
+        raise ValueError(f"--reference=pytorch: config.align.layers[0]={layer!r} has no timm "
+                         f"counterpart; valid: {sorted(modules)}")
+    return model, modules[layer]
+
+
+def _as_grid(features, model):
+    """Hooked output -> (B, h, w, C): a ResNet stage is (B, C, h, w); a ViT block's
+    tokens lose their prefix (class) tokens and become the patch grid."""
+    if features.ndim == 4:
+        return features.permute(0, 2, 3, 1)
+    tokens = features[:, getattr(model, "num_prefix_tokens", 1):]
+    side = int(round(tokens.shape[1] ** 0.5))
+    return tokens.reshape(tokens.shape[0], side, side, tokens.shape[2])
+
+
+def torch_alignment_loss(features, heatmaps, valid):
+    """fer_jax.alignment.alignment_loss for one layer, in PyTorch, float32.
+
+    features (B, h, w, C); heatmaps (B, H, W) in [0, 1]; valid (B,).
+    """
+    import torch
+    import torch.nn.functional as F
+    att = features.float().mean(-1)
+    target = F.interpolate(heatmaps[:, None], size=att.shape[1:], mode="bilinear",
+                           antialias=True, align_corners=False)[:, 0]
+    lo = heatmaps.amin(dim=(1, 2), keepdim=True)
+    hi = heatmaps.amax(dim=(1, 2), keepdim=True)
+    target = torch.minimum(torch.maximum(target, lo), hi)
+    a, b = att.flatten(1), target.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+    return (valid * (1 - cos)).sum() / valid.sum().clamp(min=1.0)
+
+
+def measure_pytorch(config, steps: int, repeats: int, num_classes: int) -> Dict[str, Any]:
+    """The paper's training step in PyTorch, with and without the alignment loss."""
+    import contextlib
+    import torch
+    import torch.nn.functional as F
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    model, hooked = _timm_model(config, num_classes)
+    model = model.to(device, memory_format=torch.channels_last).train()
+    captured = {}
+    hooked.register_forward_hook(lambda module, args, out: captured.update(out=out))
+    opt = torch.optim.SGD(model.parameters(), lr=config.optim.learning_rate,
+                          momentum=config.optim.momentum, nesterov=True,
+                          weight_decay=config.optim.weight_decay)
+    n, size = config.train.batch_size, config.dataset.image_size
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randn(n, 3, size, size, generator=gen).to(
+        device, memory_format=torch.channels_last)
+    heatmaps = torch.rand(n, size, size, generator=gen).to(device)
+    labels = torch.randint(0, num_classes, (n,), generator=gen).to(device)
+    valid = torch.ones(n, device=device)
     weight = float(config.align.weight) or 1.0
-    variants = {"align": weight, "no_align": 0.0}
-    steps_fn = {name: dp.wrap(functools.partial(
-        train.train_step, align_layers=tuple(config.align.layers), align_weight=w))
-        for name, w in variants.items()}
-    states = {name: dp.replicate(state) for name in variants}
-    for name, fn in steps_fn.items():  # compile and warm up
-        for _ in range(2):
-            states[name], m = fn(states[name], batch)
-        jax.block_until_ready(m)
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in steps_fn.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                states[name], m = fn(states[name], batch)
-            jax.block_until_ready((states[name], m))
-            times[name].append((time.perf_counter() - t0) / steps * 1000)
-    a, b = float(np.median(times["align"])), float(np.median(times["no_align"]))
-    return {
-        "model": config.model.name, "image_size": size, "global_batch": n,
-        "align_layers": list(config.align.layers), "devices": dp.num_devices,
-        "backend": "shard_map" if config.spmd else "pmap", "platform": jax.default_backend(),
-        "steps": steps, "repeats": repeats,
-        "step_ms_align": round(a, 3), "step_ms_no_align": round(b, 3),
-        "overhead": round(a / b, 4),
-    }
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if config.model.dtype == "bfloat16" else contextlib.nullcontext())
+
+    def runner(align: bool) -> Callable[[int], None]:
+        def run(k: int) -> None:
+            for _ in range(k):
+                opt.zero_grad(set_to_none=True)
+                with autocast:
+                    logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+                if align:
+                    loss = loss + weight * torch_alignment_loss(
+                        _as_grid(captured["out"], model), heatmaps, valid)
+                loss.backward()
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    ms = interleaved({"align": runner(True), "no_align": runner(False)}, steps, repeats)
+    cuda = device.type == "cuda"
+    common = _common(config, "pytorch", 1, "gpu" if cuda else "cpu",
+                     torch.cuda.get_device_name(device) if cuda else "cpu",
+                     "eager", "synthetic", steps, repeats)
+    memory = {"memory_bytes_in_use": torch.cuda.memory_allocated(device) if cuda else None,
+              "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
+    return report(common, ms, n, memory, None)
 
 
 def main(argv):
@@ -90,10 +294,15 @@ def main(argv):
         print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         return
     if FLAGS.config is None:
-        raise app.UsageError("--config is required (or --cams)")
-    from fer_jax import input_pipeline
-    input_pipeline.hide_accelerators_from_tf()
-    print(json.dumps(measure(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)))
+        raise app.UsageError("--config is required (or --cams, or --predict)")
+    if FLAGS.reference == "pytorch":
+        if FLAGS.input != "synthetic":
+            raise app.UsageError("--reference=pytorch measures synthetic input only")
+        result = measure_pytorch(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)
+    else:
+        result = measure(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes,
+                         FLAGS.input, FLAGS.input_batches)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

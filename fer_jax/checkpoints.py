@@ -14,17 +14,30 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (~ expanded); a URL such as gs://bucket/run as given."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
 def create_manager(directory: str, train_config: ml_collections.ConfigDict
                    ) -> ocp.CheckpointManager:
-    """A manager keeping `keep_checkpoints` checkpoints under `directory`."""
+    """A manager keeping `keep_checkpoints` checkpoints under `directory`.
+
+    Orbax writes each checkpoint into a temporary directory and renames it when
+    complete, so a process killed while saving leaves the previous checkpoint
+    as the latest; the unfinished temporary directory is deleted here.
+    """
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=train_config.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        max_to_keep=train_config.keep_checkpoints, create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(absolute(directory), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-    """Saves `state` (unreplicated) as step `step`; writing finishes in the background."""
-    # Copy to host first: the device buffers may be donated to the next step.
+    """Saves `state` (host arrays, e.g. DataParallel.host_copy) as step `step`.
+
+    Writing finishes in the background. With several processes all of them
+    must call this with the same step (orbax synchronises them).
+    """
     tree = jax.device_get(flax.serialization.to_state_dict(state))
     manager.save(step, args=ocp.args.StandardSave(tree))
 

@@ -1,7 +1,8 @@
 """TFRecords -> augmented, sharded batches for the data-parallel step.
 
-Each host reads its own shard of a split (`tfds.split_for_jax_process`) and
-yields NumPy batches laid out (local_devices, per_device_batch, ...):
+Each process reads only its own part of a split (training: one shard per
+device of the job; evaluation: `tfds.split_for_jax_process`) and yields NumPy
+batches laid out (local_devices, per_device_batch, ...):
   image   (.., S, S, 3) float32, ImageNet-normalised
   heatmap (.., S, S)    float32 in [0, 1] (same geometric transforms as image)
   valid   (..)          float32, 1 where the heatmap counts
@@ -11,7 +12,7 @@ TensorFlow runs on the CPU only: accelerators belong to JAX.
 """
 import math
 import os
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -50,6 +51,19 @@ def get_builder(dataset: ml_collections.ConfigDict, build_if_missing: bool = Tru
             f"python -m data_prep.build --dataset={dataset.name} --data_dir={data_dir} "
             "--manual_dir=DIR (or set config.dataset.manual_dir)")
     return build.build_dataset(dataset.name, data_dir, manual_dir=dataset.manual_dir or None)
+
+
+_TRAIN_KEYS = ("image", "heatmap", "heatmap_valid", "label")
+
+
+def _decode_images(example: Dict[str, tf.Tensor], features: tfds.features.FeaturesDict
+                   ) -> Dict[str, tf.Tensor]:
+    """Encoded image and heatmap bytes (read with SkipDecoding) -> uint8 pixels."""
+    out = dict(example)
+    for key in ("image", "heatmap"):
+        if example[key].dtype == tf.string:
+            out[key] = features[key].decode_example(example[key])
+    return out
 
 
 def _decode(example: Dict[str, tf.Tensor], size: int) -> Dict[str, tf.Tensor]:
@@ -158,28 +172,86 @@ def _device_layout(batch: Dict[str, tf.Tensor], num_devices: int) -> Dict[str, t
             for k, v in batch.items()}
 
 
+def steps_per_epoch(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict
+                    ) -> int:
+    """Whole global batches in one pass over the train split (the rest is dropped)."""
+    total = num_examples(builder, config.dataset.train_split)
+    if total < config.train.batch_size:
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} is larger than "
+                         f"the {total} examples of split {config.dataset.train_split!r}")
+    return total // config.train.batch_size
+
+
 def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
-                  num_local_devices: int, local_batch: int, seed: int
+                  shard_ids: Sequence[int], num_shards: int, start_step: int = 0
                   ) -> Iterator[Dict[str, np.ndarray]]:
-    """Endless shuffled, augmented batches of this process's shard of the train split."""
+    """Endless augmented batches of the train split for the devices `shard_ids`, from
+    global step `start_step` on.
+
+    The split is cut into `num_shards` equal shards (one per device of the whole
+    job); device d reads shard d only, so each process reads just its devices'
+    shards. What device d sees at step s is a pure function of (train.seed, s,
+    d, num_shards): epoch e = s // steps_per_epoch is shard d shuffled with a seed
+    made of (seed, e, d), each example augmented with a seed made of (seed, d,
+    its place in the stream). So a run resumed at step s continues exactly as an
+    uninterrupted run would, and the global batch of a step is the same however
+    the devices are grouped into processes.
+    Batches: (len(shard_ids), train.batch_size // num_shards, ...) as the module
+    docstring lists.
+    """
     size = config.dataset.image_size
-    split = tfds.split_for_jax_process(config.dataset.train_split, drop_remainder=True)
-    read = tfds.ReadConfig(shuffle_seed=seed)
-    ds = builder.as_dataset(split=split, shuffle_files=True, read_config=read)
-    ds = ds.map(lambda ex: _decode(ex, size), num_parallel_calls=tf.data.AUTOTUNE)
-    if config.input.cache:
-        ds = ds.cache()
-    ds = ds.shuffle(config.input.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().enumerate()
-    if config.input.augment:
-        ds = ds.map(lambda i, ex: augment(ex, tf.stack([tf.constant(seed, tf.int64), i]),
-                                          config.input),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda i, ex: ex)
-    ds = ds.map(_normalise, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True)
-    ds = ds.map(lambda b: _device_layout(b, num_local_devices))
+    features = builder.info.features
+    per_shard_batch = config.train.batch_size // num_shards
+    steps = steps_per_epoch(builder, config)
+    used = steps * per_shard_batch  # examples of a shard one epoch uses, the rest dropped
+    first_epoch, first_batch = divmod(start_step, steps)
+    seed = config.train.seed
+    splits = tfds.even_splits(config.dataset.train_split, num_shards, drop_remainder=True)
+    # Without a cache the shuffle buffer holds encoded bytes and only examples
+    # that are used get decoded (a resume skips the start of an epoch cheaply).
+    skip = {} if config.input.cache else {
+        "image": tfds.decode.SkipDecoding(), "heatmap": tfds.decode.SkipDecoding()}
+
+    def shard_stream(d: int) -> tf.data.Dataset:
+        source = builder.as_dataset(split=splits[d], shuffle_files=False, decoders=skip)
+        source = source.map(lambda ex: {k: ex[k] for k in _TRAIN_KEYS})
+        if config.input.cache:
+            source = source.map(lambda ex: _decode(ex, size),
+                                num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+        def epoch(e):
+            order_seed = tf.random.stateless_uniform(
+                [], tf.stack([tf.constant(seed, tf.int64), e * num_shards + d]),
+                minval=0, maxval=2 ** 62, dtype=tf.int64)
+            start = tf.where(e == first_epoch, tf.constant(first_batch * per_shard_batch, tf.int64),
+                             tf.constant(0, tf.int64))
+            # enumerate + filter (not skip/take) reads the whole shard, so a cache completes.
+            # Each example keeps a number unique to (device, place in the stream): its
+            # augmentation seed.
+            return (source.shuffle(config.input.shuffle_buffer, seed=order_seed)
+                    .enumerate().filter(lambda j, ex: (j >= start) & (j < used))
+                    .map(lambda j, ex: ((e * used + j) * num_shards + d, ex)))
+
+        return tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch)
+
+    def prepare(number, ex):
+        if not config.input.cache:
+            ex = _decode(_decode_images(ex, features), size)
+        if config.input.augment:
+            ex = augment(ex, tf.stack([tf.constant(seed, tf.int64), number]), config.input)
+        return _normalise(ex)
+
+    # Interleave the local shards example by example, so that the per-example work
+    # is one tf.data function (traced once, whatever the number of devices).
+    ds = tf.data.Dataset.zip(tuple(shard_stream(d) for d in shard_ids))
+    ds = ds.map(lambda *parts: tf.nest.map_structure(lambda *x: tf.stack(x), *parts)).unbatch()
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    n = len(shard_ids)
+    ds = ds.batch(n * per_shard_batch, drop_remainder=True)
+    # Rows come (example 0 of each device, example 1 of each device, ...): regroup per device.
+    ds = ds.map(lambda b: {k: tf.transpose(
+        tf.reshape(v, [per_shard_batch, n] + v.shape[1:].as_list()),
+        [1, 0] + list(range(2, v.shape.rank + 1))) for k, v in b.items()})
     return iter(tfds.as_numpy(ds.prefetch(2)))
 
 

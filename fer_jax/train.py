@@ -9,7 +9,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
 import flax.linen as nn
@@ -21,11 +21,27 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from fer_jax import alignment, capture, checkpoints, config_schema, cutmix, data_parallel, evaluate
-from fer_jax import input_pipeline, models, optim, runs
+from fer_jax import alignment, capture, checkpoints, config_schema, cutmix, data_parallel, models
+from fer_jax import optim, preemption
 from fer_jax.models import wsol
 
 AXIS = data_parallel.AXIS
+
+# Exit status of `fer_jax.main` when training stopped early with its state saved
+# (preempted, or train.max_steps_per_run reached): run the same command again to
+# continue. 75 is EX_TEMPFAIL of sysexits.h, "try again later".
+RESTART_EXIT_CODE = 75
+
+
+class TrainingIncomplete(Exception):
+    """Training stopped before its last step; a checkpoint of `step` is saved."""
+
+    def __init__(self, step: int, num_steps: int, reason: str, checkpoint_dir: str):
+        self.step, self.num_steps, self.reason = step, num_steps, reason
+        super().__init__(
+            f"{reason}: stopped at step {step} of {num_steps} with a checkpoint of that step in "
+            f"{checkpoint_dir}. Run the same command again to resume "
+            f"(exit status {RESTART_EXIT_CODE} means exactly this).")
 
 
 class TrainState(train_state.TrainState):
@@ -128,21 +144,29 @@ def _write_scalars(writer, step: int, scalars: Dict[str, float]) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
     """Trains as `config` says, checkpoints to `workdir`, writes results.json there.
 
-    A run restarted on the same workdir resumes from its latest checkpoint.
-    Returns the results dict (see evaluate.evaluate).
+    workdir: a local folder, or a URL (gs://bucket/run) that every host can reach.
+    A run restarted on the same workdir resumes from its latest checkpoint and
+    continues exactly as if it had not stopped (data order and dropout are
+    functions of (seed, step)). With several processes every process calls
+    this; process 0 alone writes results, pictures and TensorBoard.
+    Returns the results dict (see evaluate.evaluate). Raises TrainingIncomplete
+    after saving a checkpoint when a preemption notice (SIGTERM) arrives or
+    train.max_steps_per_run steps are done.
     """
+    # TensorFlow only here: the train step above runs where TF is not installed.
+    from fer_jax import evaluate, input_pipeline, runs
     config_schema.validate(config)
     input_pipeline.hide_accelerators_from_tf()
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
+    import tensorflow as tf  # tf.io.gfile: the workdir may be gs:// (shared by pod hosts)
+    workdir = checkpoints.absolute(workdir)
+    tf.io.gfile.makedirs(workdir)
     is_main = jax.process_index() == 0
     dp = data_parallel.DataParallel(spmd=config.spmd)
 
     builder = input_pipeline.get_builder(config.dataset)
     class_names = builder.info.features["label"].names
-    num_train = input_pipeline.num_examples(builder, config.dataset.train_split)
     global_batch = config.train.batch_size
-    steps_per_epoch = max(1, num_train // global_batch)
+    steps_per_epoch = input_pipeline.steps_per_epoch(builder, config)
     num_steps = max(1, int(round(config.train.num_epochs * steps_per_epoch)))
 
     model = models.create_model(config.model, len(class_names), bn_axis_name=AXIS)
@@ -157,59 +181,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     evaluate.cam_spec(model, config.eval, layers)   # bad CAM names fail now, not after training
 
     if is_main:
-        runs.write(workdir, config, class_names, model,
-                   record_size=builder.info.features["image"].shape[0])
-    manager = checkpoints.create_manager(os.path.join(workdir, "checkpoints"), config.train)
+        _write_to(workdir, lambda local: [runs.write(
+            local, config, class_names, model,
+            record_size=builder.info.features["image"].shape[0])])
+
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    data_parallel.sync_processes("restore")
+    manager = checkpoints.create_manager(checkpoint_dir, config.train)
     state = checkpoints.restore_latest(manager, state)
     start_step = int(state.step)
     if start_step and is_main:
         logging.info("Resuming from checkpoint at step %d.", start_step)
         print(f"Resumed from checkpoint at step {start_step} of {num_steps}.", flush=True)
+    stop_step = num_steps
+    if config.train.max_steps_per_run:
+        stop_step = min(num_steps, start_step + config.train.max_steps_per_run)
 
     step_fn = dp.wrap(functools.partial(
         train_step, align_layers=tuple(config.align.layers),
         align_weight=float(config.align.weight), seed=config.train.seed,
         cutmix_prob=float(config.train.cutmix_prob),
         cutmix_beta=float(config.train.cutmix_beta)), donate_state=True)
-    local_batch = global_batch // jax.process_count()
-    batches = input_pipeline.train_batches(
-        builder, config, dp.num_local_devices, local_batch,
-        seed=config.train.seed * 1_000_003 + start_step)
+    batches = input_pipeline.train_batches(builder, config, dp.shard_ids, dp.num_devices,
+                                           start_step)
     writer = None
     if is_main:
-        import tensorflow as tf
         writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
     pstate = dp.replicate(state)
     del state
 
     bar = tqdm(total=num_steps, initial=start_step, desc="train", unit="step",
                disable=not (is_main and config.train.progress_bar))
-    history, t_start, trained = [], time.time(), 0
-    t_compile_done = None
-    for step in range(start_step, num_steps):
-        pstate, metrics = step_fn(pstate, dp.shard(next(batches)))
-        history.append(metrics)
-        trained += 1
-        if t_compile_done is None:
-            jax.block_until_ready(metrics)
-            t_compile_done, steps_after_compile = time.time(), 0
-        else:
-            steps_after_compile += 1
-        bar.update(1)
-        done = step + 1
-        if done % config.train.log_every_steps == 0 or done == num_steps:
-            summary = {k: float(np.mean([np.asarray(dp.unreplicate(m[k])) for m in history]))
-                       for k in history[0]}
-            summary["learning_rate"] = float(schedule(done))
-            history = []
-            bar.set_postfix(loss=f"{summary['loss']:.3f}", acc=f"{summary['accuracy']:.3f}")
-            _write_scalars(writer, done, {f"train/{k}": v for k, v in summary.items()})
-        if done % config.train.checkpoint_every_steps == 0 or done == num_steps:
-            checkpoints.save(manager, done, dp.unreplicate(pstate))
+    history, t_start, trained, done = [], time.time(), 0, start_step
+    t_compile_done, preempted = None, False
+    with preemption.Watch() as watch:
+        for step in range(start_step, stop_step):
+            pstate, metrics = step_fn(pstate, dp.shard(next(batches)))
+            history.append(metrics)
+            trained += 1
+            if t_compile_done is None:
+                jax.block_until_ready(metrics)
+                t_compile_done, steps_after_compile = time.time(), 0
+            else:
+                steps_after_compile += 1
+            bar.update(1)
+            done = step + 1
+            if done % config.train.log_every_steps == 0 or done == num_steps:
+                summary = {k: float(np.mean([dp.host_copy(m[k]) for m in history]))
+                           for k in history[0]}
+                summary["learning_rate"] = float(schedule(done))
+                history = []
+                bar.set_postfix(loss=f"{summary['loss']:.3f}", acc=f"{summary['accuracy']:.3f}")
+                _write_scalars(writer, done, {f"train/{k}": v for k, v in summary.items()})
+            # Every process gets the same answer at the same step (a collective decision).
+            preempted = watch.reached(done)
+            if done % config.train.checkpoint_every_steps == 0 or done == stop_step or preempted:
+                checkpoints.save(manager, done, dp.host_copy(pstate))
+            if preempted:
+                break
     jax.block_until_ready(pstate)
     seconds = time.time() - t_start
     bar.close()
     manager.wait_until_finished()
+    if preempted or done < num_steps:
+        raise TrainingIncomplete(
+            done, num_steps, "preempted (SIGTERM)" if preempted else
+            f"train.max_steps_per_run={config.train.max_steps_per_run} steps done",
+            checkpoint_dir)
     timed = time.time() - (t_compile_done or t_start)
     train_info = {
         "steps": num_steps, "steps_this_run": trained, "seconds": round(seconds, 2),
@@ -219,11 +257,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     }
 
     results_path = os.path.join(workdir, evaluate.RESULTS)
-    if trained == 0 and os.path.exists(results_path):
+    if trained == 0 and tf.io.gfile.exists(results_path):
         # A finished run started again only re-evaluates: keep its training figures.
-        with open(results_path) as f:
+        with tf.io.gfile.GFile(results_path) as f:
             train_info = json.load(f).get("train", train_info)
-    state = dp.unreplicate(pstate)
+    # One host copy: pictures are computed by process 0 alone, on its own device.
+    state = dp.host_copy(pstate)
+    del pstate
+    data_parallel.sync_processes("evaluate")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers)
     results["train"] = train_info
@@ -234,8 +275,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             **{f"test/att_cos/{k}": v for k, v in results["att_cos"].items()},
             **{f"test/{metric}/{m}": v for m, scores in results["cams"].items()
                for metric, v in scores.items()}})
-        written = evaluate.write_outputs(results, model, variables, builder, config, layers,
-                                         workdir)
+        written = _write_to(workdir, lambda local: evaluate.write_outputs(
+            results, model, variables, builder, config, layers, local))
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)}, checkpoints/ and "
               f"tensorboard/ in {workdir}.", flush=True)
     return results
+
+
+def _write_to(workdir: str, write: Callable[[str], List[str]]) -> List[str]:
+    """Runs write(folder) -> written paths on workdir itself, or, when workdir is a URL
+    (gs://bucket/run: the local file APIs of JSON and matplotlib cannot reach it), on a
+    local temporary folder whose files are then copied there."""
+    if "://" not in workdir:
+        return write(workdir)
+    import tempfile
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory() as local:
+        paths = write(local)
+        for path in paths:
+            tf.io.gfile.copy(path, os.path.join(workdir, os.path.basename(path)), overwrite=True)
+    return paths

@@ -1,11 +1,20 @@
 """Test session setup: 8 simulated CPU devices, so data-parallel code runs for real.
 
 XLA reads the flag when jax is first imported, hence here, before any test module.
+A JAX compilation cache for the session (this process and the trainer subprocesses
+the tests start, which inherit the environment): the same tiny programs, above
+all the model initialisation (tens of seconds on 2 cores), compile once.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer_jax_test_jit_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 import sys
 

@@ -1,10 +1,11 @@
-"""The real trainer and evaluator, for a few steps on tiny data: outputs, resume, errors."""
+"""The real trainer and evaluator, for a few steps on tiny data: outputs, errors, real photos.
+
+Resuming, preemption and several processes: test_resume.py, test_multiprocess.py.
+"""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -113,45 +114,6 @@ def test_unknown_align_layer_fails_listing_valid_layers(tiny_config, tmp_path):
     assert not (tmp_path / "checkpoints").exists()   # failed before training
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):
-    """SIGKILL after the first checkpoint; the restarted run continues from that step."""
-    cmd = [sys.executable, "-m", "fer_jax.main", "--config=configs/default.py",
-           f"--workdir={tmp_path}", "--config.dataset.name=synthetic_faces/tiny",
-           f"--config.dataset.data_dir={tiny_data_dir}", "--config.dataset.image_size=32",
-           "--config.model.width=4", "--config.train.batch_size=16",
-           "--config.eval.batch_size=16", "--config.train.num_epochs=20",
-           "--config.train.checkpoint_every_steps=10", "--config.eval.num_plot_images=0"]
-    env = dict(os.environ, XLA_FLAGS="")  # one device, as a user's CPU run
-    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    ckpt = tmp_path / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None:
-        done = [d for d in (os.listdir(ckpt) if ckpt.exists() else []) if d.isdigit()]
-        if done:
-            time.sleep(0.5)  # let the write finish (orbax commits atomically by rename)
-            break
-        time.sleep(0.2)
-    assert first.poll() is None, "run ended before it could be killed:\n" + first.stdout.read()
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    saved = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-    assert 0 < saved < 140
-    second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert f"Resumed from checkpoint at step {saved} of 140." in second.stdout
-    results = json.load(open(tmp_path / "results.json"))
-    assert results["train"]["steps"] == 140
-    assert results["train"]["steps_this_run"] == 140 - saved
-    # Started once more, the finished run only re-evaluates and keeps its training figures.
-    third = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "Resumed from checkpoint at step 140 of 140." in third.stdout
-    again = json.load(open(tmp_path / "results.json"))
-    assert again["train"] == results["train"]
-    assert again["accuracy"] == results["accuracy"]
-
-
 def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
     """fer_jax.main builds a folder of real face photos itself and trains on it."""
     import fixtures_real as fx
@@ -172,3 +134,18 @@ def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
                             "build_report.json"))
     assert results["num_examples"] == report["splits"]["test"]["examples"] > 0
     assert (workdir / "attention.png").exists()
+
+
+def test_outputs_reach_a_url_workdir_through_a_local_folder():
+    """JSON and matplotlib write local files: with a gs:// (here ram://) workdir, what
+    they write into a local folder is copied there."""
+    import tensorflow as tf
+
+    def write(folder):
+        path = os.path.join(folder, "confusion.png")
+        with open(path, "wb") as f:  # fails unless folder is a local folder
+            f.write(b"png")
+        return [path]
+    train._write_to("ram://fer_jax_run", write)
+    with tf.io.gfile.GFile("ram://fer_jax_run/confusion.png", "rb") as f:
+        assert f.read() == b"png"

@@ -61,11 +61,52 @@ def test_photometric_augmentation_never_touches_the_heatmap():
 
 def test_train_batches_have_the_device_layout(tiny_config):
     builder = input_pipeline.get_builder(tiny_config.dataset)
-    batch = next(input_pipeline.train_batches(builder, tiny_config, 8, 16, seed=0))
+    batch = next(input_pipeline.train_batches(builder, tiny_config, list(range(8)), 8))
     assert batch["image"].shape == (8, 2, 32, 32, 3)
     assert batch["heatmap"].shape == (8, 2, 32, 32)
     assert batch["label"].shape == batch["valid"].shape == batch["mask"].shape == (8, 2)
     assert batch["heatmap"].min() >= 0.0 and batch["heatmap"].max() <= 1.0
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def assert_same_batches(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        for k in e:
+            np.testing.assert_array_equal(g[k], e[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cached", "streamed"])
+def test_data_order_is_a_function_of_seed_and_step(tiny_config, cache):
+    """Started at step s (as a resumed run is), the stream is the uninterrupted one from s.
+
+    112 examples, batch 16: 7 steps per epoch; step 9 is in the second epoch.
+    """
+    tiny_config.input.cache = cache
+    builder = input_pipeline.get_builder(tiny_config.dataset)
+    shards = [0, 1, 2, 3]
+    run = take(input_pipeline.train_batches(builder, tiny_config, shards, 4), 12)
+    resumed = take(input_pipeline.train_batches(builder, tiny_config, shards, 4, start_step=9), 3)
+    assert_same_batches(resumed, run[9:])
+    # Each epoch is a new order of the same examples, augmented anew.
+    labels = [np.concatenate([b["label"].ravel() for b in run[i:i + 5]]) for i in (0, 7)]
+    assert not np.array_equal(labels[0], labels[1])
+    tiny_config.train.seed = 1
+    other = take(input_pipeline.train_batches(builder, tiny_config, shards, 4), 1)
+    assert not np.array_equal(other[0]["label"], run[0]["label"])
+
+
+def test_each_process_reads_only_its_devices_shards_of_the_same_global_batch(tiny_config):
+    """Two processes with two devices each get the halves of one process's 4-device batch."""
+    builder = input_pipeline.get_builder(tiny_config.dataset)
+    whole = take(input_pipeline.train_batches(builder, tiny_config, [0, 1, 2, 3], 4, 5), 2)
+    halves = [take(input_pipeline.train_batches(builder, tiny_config, ids, 4, 5), 2)
+              for ids in ([0, 1], [2, 3])]
+    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*halves)]
+    assert_same_batches(joined, whole)
 
 
 def test_evaluation_covers_every_example_exactly_once(tiny_config):

@@ -128,3 +128,25 @@ def test_bfloat16_compute_keeps_float32_params_and_close_loss(reference):
     m = jax.device_get(dp.unreplicate(m))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(dp.unreplicate(new).params))
     np.testing.assert_allclose(m["loss"], ref_metrics["loss"], rtol=0.05)
+
+
+def test_stochastic_depth_draws_from_the_step():
+    """A ViT with drop_path > 0 trains; its random drops are a function of the step, so a
+    resumed run drops what the uninterrupted one would."""
+    from fer_jax import config_schema, models
+    cfg = config_schema.defaults().model
+    cfg.name, cfg.drop_path, cfg.vit_pos_size = "vit_micro_patch8", 0.9, 32
+    model = models.create_model(cfg, 7)
+    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    state = train.TrainState.create(apply_fn=model.apply, params=v["params"], batch_stats={},
+                                    tx=optax.sgd(1.0))
+    dp = data_parallel.DataParallel(devices=jax.devices()[:2])
+    batch = dp.shard({k: v.reshape((2, -1) + v.shape[1:]) for k, v in make_batch().items()})
+    step = dp.wrap(functools.partial(train.train_step, align_layers=("block5",),
+                                     align_weight=1.0))
+
+    def loss(at_step):
+        _, m = step(dp.replicate(state.replace(step=at_step)), batch)
+        return float(jax.device_get(dp.unreplicate(m))["loss"])
+
+    assert loss(3) == loss(3) != loss(4)

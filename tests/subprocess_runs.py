@@ -1,0 +1,95 @@
+"""Helpers for tests that run the real trainer (`fer_jax.main`) in subprocesses."""
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTERRUPT = os.path.join(ROOT, "tests", "interrupt.py")
+
+
+def tiny_flags(data_dir: str, workdir: str, *overrides: str) -> List[str]:
+    """fer_jax.main flags for conftest's tiny_config (16 per batch, 7 steps per epoch)."""
+    return ["--config=configs/default.py", f"--workdir={workdir}",
+            "--config.dataset.name=synthetic_faces/tiny", f"--config.dataset.data_dir={data_dir}",
+            "--config.dataset.image_size=32", "--config.model.width=4",
+            "--config.train.batch_size=16", "--config.eval.batch_size=16",
+            "--config.input.shuffle_buffer=64", "--config.train.progress_bar=False",
+            "--config.eval.num_plot_images=2", "--config.eval.faithfulness_steps=4", *overrides]
+
+
+def config_file(config, path: str) -> str:
+    """Writes a config file (as configs/*.py) whose get_config() returns `config`; its path."""
+    with open(path, "w") as f:
+        f.write("import json\n\nimport ml_collections\n\n\ndef get_config():\n"
+                f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    return str(path)
+
+
+def env(devices: Optional[int] = None, **extra: str) -> Dict[str, str]:
+    """This environment (its compilation cache included) with `devices` CPU devices
+    (None: the test session's own XLA_FLAGS, so that programs compile identically)."""
+    out = dict(os.environ, PYTHONPATH=ROOT)
+    if devices is not None:
+        out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    out.update(extra)
+    return out
+
+
+def start(flags: Sequence[str], environment: Dict[str, str], interrupt: bool = False
+          ) -> subprocess.Popen:
+    """Starts fer_jax.main (or tests/interrupt.py, which wraps it) with `flags`."""
+    entry = [INTERRUPT] if interrupt else ["-m", "fer_jax.main"]
+    return subprocess.Popen([sys.executable, *entry, *flags], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(procs: Sequence[subprocess.Popen], timeout: float = 400) -> List[Tuple[int, str]]:
+    """Waits for every process; kills them all if one hangs. Returns (status, output) each."""
+    out = []
+    try:
+        for p in procs:
+            text, _ = p.communicate(timeout=timeout)
+            out.append((p.returncode, text))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return out
+
+
+def tail(outputs: Sequence[Tuple[int, str]], lines: int = 40) -> str:
+    """The last lines of each process's output (status first), for assertion messages."""
+    return "\n".join(
+        f"--- exit status {status}:\n" + "\n".join(
+            [ln for ln in text.splitlines() if "[Gloo]" not in ln][-lines:])
+        for status, text in outputs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scalars(workdir: str) -> Dict[str, Dict[int, float]]:
+    """TensorBoard scalars of a run, {tag: {step: value}}; a rewritten step keeps its last value."""
+    import tensorflow as tf
+    out: Dict[str, Dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for v in event.summary.value:
+                out.setdefault(v.tag, {})[event.step] = float(tf.make_ndarray(v.tensor))
+    return out
+
+
+def scores(workdir: str) -> Dict[str, object]:
+    """The evaluation numbers of results.json (what a repeated run must reproduce)."""
+    with open(os.path.join(workdir, "results.json")) as f:
+        r = json.load(f)
+    return {k: r[k] for k in ("num_examples", "accuracy", "mean_class_accuracy",
+                              "per_class_accuracy", "confusion_matrix", "att_cos", "cams")}
