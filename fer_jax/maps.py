@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 COSINE_EPS = 1e-8     # cos = <a, b> / (|a| |b| + eps)
 MIN_MAX_EPS = 1e-12   # a flat map normalises to 0, not NaN
+_TINY = 1e-30         # inside the norm's square root: |0| = 1e-15, and its gradient 0
 
 
 def channel_mean(features: jnp.ndarray) -> jnp.ndarray:
@@ -51,8 +52,14 @@ def cosine(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     a = a.reshape(a.shape[0], -1).astype(jnp.float32)
     b = b.reshape(b.shape[0], -1).astype(jnp.float32)
     num = jnp.sum(a * b, axis=1)
-    den = jnp.linalg.norm(a, axis=1) * jnp.linalg.norm(b, axis=1) + COSINE_EPS
+    den = _norm(a) * _norm(b) + COSINE_EPS
     return num / den
+
+
+def _norm(x: jnp.ndarray) -> jnp.ndarray:
+    """|x| per row, with a zero (not NaN) gradient at x = 0: an all-zero map (ADL drops
+    every position of a layer) must not poison the alignment loss's gradient."""
+    return jnp.sqrt(jnp.sum(x * x, axis=1) + _TINY)
 
 
 def upsample_attention(maps: jnp.ndarray, size: Tuple[int, int]) -> jnp.ndarray:

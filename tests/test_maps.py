@@ -1,4 +1,5 @@
 """fer_jax.maps: the one copy of the map arithmetic, against NumPy and by its guarantees."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -55,3 +56,17 @@ def test_cam_upsampling_normalises_to_unit_range_at_the_target_size():
     up = np.asarray(maps.upsample_cam(jnp.asarray(cam), (6, 6)))
     assert up.shape == (1, 6, 6)
     assert up.min() == 0.0 and up.max() == 1.0
+
+
+def test_cosine_of_an_all_zero_map_has_a_finite_gradient():
+    """ADL can zero every position of an aligned layer: the loss's gradient must stay
+    finite (jnp.linalg.norm's is NaN at 0), so that the zero mask can cancel it."""
+    zero = jnp.zeros((2, 4, 4))
+    target = jnp.ones((2, 4, 4))
+    grad = np.asarray(jax.grad(lambda a: jnp.sum(maps.cosine(a, target)))(zero))
+    assert np.all(np.isfinite(grad))
+    assert np.asarray(maps.cosine(zero, target)).tolist() == [0.0, 0.0]
+    # Through a mask that drops everything, as ADL does, nothing reaches the features.
+    feats = jnp.ones((2, 4, 4))
+    upstream = jax.grad(lambda x: jnp.sum(1 - maps.cosine(x * 0.0, target)))(feats)
+    assert np.all(np.asarray(upstream) == 0.0)
