@@ -97,7 +97,9 @@ def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_colle
     local_batch = config.eval.batch_size // jax.process_count()
     batches, num_batches = input_pipeline.eval_batches(
         builder, config, split, dp.num_local_devices, local_batch)
-    first_index = jax.process_index() * num_batches * local_batch
+    # Each example's position in the split: the seed of its `random` map, whatever the
+    # number of processes (padding rows get positions past the end, and are masked).
+    first_index = input_pipeline.first_example_of_process(builder, split)
     pvars = dp.replicate(variables)
     parts: List[Dict[str, Any]] = []
     bar = tqdm(batches, total=num_batches, desc=f"evaluate {split}", unit="batch",

@@ -263,6 +263,14 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return builder.info.splits[split].num_examples
 
 
+def first_example_of_process(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    """Position in `split` of the first example this process evaluates (eval_batches reads
+    `tfds.split_for_jax_process`: the split's even parts, one per process, in order)."""
+    import jax  # only for the process count
+    parts = tfds.even_splits(split, n=jax.process_count())
+    return sum(builder.info.splits[p].num_examples for p in parts[:jax.process_index()])
+
+
 def eval_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,
                  split: str, num_local_devices: int, local_batch: int
                  ) -> Tuple[Iterator[Dict[str, np.ndarray]], int]:

@@ -13,6 +13,10 @@ import subprocess_runs as runs
 # all-reduce against gloo across processes), which changes the last bits of float32
 # sums and, after a few SGD steps, of the parameters.
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
+# Deletion / insertion rank pixels by the map: last-bit differences reorder near-tied
+# pixels, so a few different pixels are removed at a step (measured: 8e-6 on an AUC).
+RANKED = ("deletion_auc", "insertion_auc")
+RANKED_TOLERANCE = dict(rtol=0, atol=1e-4)
 
 
 def assert_close_scores(got, expected):
@@ -21,7 +25,8 @@ def assert_close_scores(got, expected):
         if isinstance(expected[key], dict):
             assert_close_scores(got[key], expected[key])
         else:
-            np.testing.assert_allclose(got[key], expected[key], err_msg=key, **TOLERANCE)
+            np.testing.assert_allclose(got[key], expected[key], err_msg=key,
+                                       **(RANKED_TOLERANCE if key in RANKED else TOLERANCE))
 
 
 def flags(data_dir, workdir, spmd):
