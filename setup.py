@@ -13,7 +13,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["fer_jax", "fer_jax.*", "data_prep", "data_prep.*",
-                                                "configs"]),
+                                                "configs", "configs.*"]),
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
@@ -41,6 +41,7 @@ setuptools.setup(
             "torch==2.14.1",
             "torchvision==0.29.1",
             "timm>=1.0,<2",
+            "grad-cam>=1.5.7",   # pytorch-grad-cam: CAM parity (tests/test_cam_parity.py)
         ],
     },
 )
