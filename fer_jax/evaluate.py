@@ -278,13 +278,10 @@ def _names(value: str) -> tuple:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
+    from fer_jax import cli
+    cli.start(argv)
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        from absl import app
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:   # orbax and TFDS narrate every step at INFO
-        logging.set_verbosity(logging.WARNING)
     overrides: Dict[str, Any] = {}
     if FLAGS.cam_methods is not None:
         overrides["eval.cam_methods"] = _names(FLAGS.cam_methods)

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from fer_jax import grids
 
@@ -220,13 +220,10 @@ def describe(grid: grids.Grid) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
+    from fer_jax import cli
+    cli.start(argv)
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        from absl import app
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:   # orbax and TFDS narrate every step at INFO
-        logging.set_verbosity(logging.WARNING)
     try:
         grid = grids.get(FLAGS.grid)
         shard = grids.parse_shard(FLAGS.shard)

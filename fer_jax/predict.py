@@ -68,7 +68,7 @@ class FaceResult:
             "agreement_note")}
         out["box"] = None if self.box is None else [round(float(v), 2) for v in self.box]
         out["landmarks"] = (None if self.landmarks is None
-                            else np.round(self.landmarks, 2).tolist())
+                            else np.round(self.landmarks.astype(np.float64), 2).tolist())
         out["confidence"] = None if math.isnan(self.confidence) else round(self.confidence, 6)
         out["probabilities"] = {k: round(v, 6) for k, v in self.probabilities.items()}
         for key in ("cam_cos", "att_cos"):
@@ -308,13 +308,10 @@ def run_cli(predictor: Predictor, images: str, output: str, pictures: bool = Tru
 
 
 def main(argv: Sequence[str]) -> None:
-    from absl import flags, logging
+    from absl import flags
+    from fer_jax import cli
+    cli.start(argv)
     FLAGS = flags.FLAGS
-    if len(argv) > 1:
-        from absl import app
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
     options = dict(cam=FLAGS.cam, batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces,
                    detect=not FLAGS.no_detect, workers=FLAGS.workers,
                    preview_side=0 if FLAGS.no_pictures else plots.PREDICTION_PHOTO_SIDE,
