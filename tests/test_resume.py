@@ -41,6 +41,7 @@ def test_interrupted_run_ends_bitwise_as_the_uninterrupted_one(tiny_config, tmp_
     config.train.num_epochs = 2
     config.train.checkpoint_every_steps = 5
     config.eval.num_plot_images = 0
+    config.eval.cam_methods = ("cam", "gradcam", "random")   # short to compile, all compared
     expected = train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
     work = tmp_path / "interrupted"
 
