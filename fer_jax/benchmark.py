@@ -283,7 +283,8 @@ def measure_pytorch(config, steps: int, repeats: int, num_classes: int) -> Dict[
 
 
 def main(argv):
-    del argv
+    from fer_jax import cli
+    cli.start(argv)
     if FLAGS.cams:
         from fer_jax import cam_benchmark
         print(json.dumps(cam_benchmark.measure(FLAGS.cam_model, FLAGS.cam_size, FLAGS.cam_batch,
