@@ -125,7 +125,9 @@ def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
            f"--config.dataset.manual_dir={root}", f"--config.dataset.data_dir={tmp_path / 'data'}",
            "--config.dataset.image_size=64", "--config.model.width=4",
            "--config.train.batch_size=4", "--config.eval.batch_size=4",
-           "--config.train.num_epochs=2", "--config.eval.num_plot_images=2"]
+           "--config.train.num_epochs=2", "--config.eval.num_plot_images=2",
+           # The data path is under test here; two methods keep the evaluation short.
+           "--config.eval.cam_methods=('cam','gradcam')", "--config.eval.faithfulness_steps=4"]
     env = dict(os.environ, XLA_FLAGS="")
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
