@@ -205,8 +205,7 @@ def paired_scores(labels: Sequence[str],
     handles = [axes[0, 0].plot([], [], "o", color=c, label=t)[0]
                for c, t in (("tab:grey", "without AU (lambda = 0)"), ("tab:red", "with AU"))]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     fig.tight_layout(rect=(0, 0.06 + 0.2 / max(n, 1), 1, 1))   # room for the legend below
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -228,8 +227,13 @@ def lambda_sweep(lambdas: Sequence[float], series: dict[str, Sequence], path: st
         ax.set_xlabel("lambda")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _suptitle(fig, title: Optional[str]) -> None:
+    """A figure title wrapped to the figure's width (a grid's description is long)."""
+    if title:
+        fig.suptitle("\n".join(_wrap(title, int(fig.get_figwidth() * 14))), fontsize=9)
