@@ -66,3 +66,28 @@ def trained_run(tiny_data_dir, tmp_path_factory):
     from fer_jax import train
     workdir = tmp_path_factory.mktemp("run")
     return workdir, train.train_and_evaluate(make_tiny_config(tiny_data_dir), str(workdir))
+
+
+@pytest.fixture(scope="session")
+def resnet_case():
+    """(model, variables, images (3, 32, 32, 3), labels (3,)) of a random ResNet-18/4 with
+    large maps: capture and CAM tests read its layers."""
+    import jax
+    import jax.numpy as jnp
+    from fer_jax.models import resnet
+    model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
+    x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
+    return model, jax.jit(model.init)(jax.random.key(1), x), x, jnp.array([1, 0, 4])
+
+
+@pytest.fixture(scope="session")
+def vit_case():
+    """(model, variables, images (2, 32, 32, 3), labels (2,)) of a random 3-block ViT with a
+    4x4 patch grid and 3 heads."""
+    import jax
+    import jax.numpy as jnp
+    from fer_jax.models import vit
+    model = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=3, num_heads=3,
+                    image_size=32)
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    return model, jax.jit(model.init)(jax.random.key(3), x), x, jnp.array([2, 3])

@@ -10,24 +10,9 @@ import pytest
 from fer_jax import cams, capture
 from fer_jax.cams import base
 from fer_jax.config_schema import ConfigError
-from fer_jax.models import resnet, vit
+from fer_jax.models import vit
 
 relu = lambda a: np.maximum(a, 0.0)
-
-
-@pytest.fixture(scope="module")
-def resnet_case():
-    model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
-    x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(1), x), x, jnp.array([1, 0, 4])
-
-
-@pytest.fixture(scope="module")
-def vit_case():
-    model = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=3, num_heads=3,
-                    image_size=32)
-    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(3), x), x, jnp.array([2, 3])
 
 
 def _inputs(model, v, x, labels, layer="stage4"):

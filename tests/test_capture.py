@@ -7,22 +7,6 @@ import pytest
 
 from fer_jax import capture
 from fer_jax.config_schema import ConfigError
-from fer_jax.models import resnet, vit
-
-
-@pytest.fixture(scope="module")
-def resnet_case():
-    model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
-    x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(1), x), x, jnp.array([1, 0, 4])
-
-
-@pytest.fixture(scope="module")
-def vit_case():
-    model = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=2, num_heads=3,
-                    image_size=32)
-    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(3), x), x
 
 
 def test_unknown_layer_error_lists_valid_layers():
@@ -39,18 +23,18 @@ def test_feature_layers_of_a_resnet_in_model_order(resnet_case):
 
 
 def test_vit_attention_probabilities_are_their_own_kind(vit_case):
-    model, v, _ = vit_case
+    model, v, _, _ = vit_case
     features = capture.spatial_layers(model, v, (32, 32, 3))
     attention = capture.capturable_layers(model, v, (32, 32, 3), capture.ATTENTION)
-    assert list(attention) == list(model.attention_layers) == ["encoder0/attn/probs",
-                                                               "encoder1/attn/probs"]
+    assert list(attention) == list(model.attention_layers) == [
+        "encoder0/attn/probs", "encoder1/attn/probs", "encoder2/attn/probs"]
     assert attention["encoder0/attn/probs"] == (1, 3, 17, 17)   # (B, heads, 1 + 4*4, same)
     assert not set(attention) & set(features) and "block1" in features
 
 
 def test_attention_tap_holds_the_softmax_of_the_blocks_queries_and_keys(vit_case):
     """Recomputed in NumPy from the captured norm1 output and the query/key kernels."""
-    model, v, x = vit_case
+    model, v, x, _ = vit_case
     names = ("encoder0/norm1", "encoder0/attn/probs")
     _, st = model.apply(v, x, capture_intermediates=capture.capture_filter(names),
                         mutable=["intermediates"])
