@@ -56,8 +56,7 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
     pstate = dp.replicate(state)
     for _ in range(2):
         pstate, metrics = step(pstate, dp.shard(next(batches)))
-    metrics = jax.device_get(dp.unreplicate(metrics))
-    trained = jax.device_get(dp.unreplicate(pstate))
+    metrics, trained = dp.host_copy(metrics), dp.host_copy(pstate)
     assert np.isfinite(metrics["loss"]) and metrics["ce"] > 0 and metrics["align"] > 0
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trained.params),
                                                       jax.tree.leaves(state.params)))
