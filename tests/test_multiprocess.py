@@ -78,7 +78,10 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
     if preempt:
         assert [s for s, _ in pair] == [75, 75], runs.tail(pair)
         saved = sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit())
-        assert saved and 3 <= saved[-1] < 7
+        # JAX's preemption sync manager picks the step both processes stop at, some steps
+        # after the signal; in a loaded run it was the last one (7): then the restart has
+        # only the evaluation left. Either way it must finish as the uninterrupted run.
+        assert saved and 3 <= saved[-1] <= 7
         assert f"preempted (SIGTERM): stopped at step {saved[-1]} of 7" in pair[0][1]
         assert not (two / "results.json").exists()
         pair = runs.finish(start_pair())
