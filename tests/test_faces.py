@@ -313,11 +313,78 @@ def test_model_input_rejects_what_is_not_a_uint8_rgb_crop():
         faces.model_input(np.zeros((64, 64), np.uint8), 64)
 
 
-def test_moved_helpers_live_in_faces_only():
-    """One copy: the builders use data_prep.faces, they do not carry their own."""
-    for name in ("read_rgb", "square_box", "crop_resize", "CropTransform", "UnreadableImage",
-                 "MAX_DECODE_PIXELS", "IMAGE_EXTENSIONS"):
-        assert hasattr(faces, name) and not hasattr(face_records, name), name
+MOVED = ("read_rgb", "square_box", "crop_resize", "CropTransform", "UnreadableImage",
+         "MAX_DECODE_PIXELS", "IMAGE_EXTENSIONS")
+
+
+def test_moved_helpers_are_defined_in_faces_and_nowhere_else():
+    """One copy: no module of data_prep or fer_jax but data_prep/faces.py defines (def,
+    class or assignment at any level) or imports under its own name one of the helpers
+    that moved there from the builders."""
+    import ast
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    owners = {}
+    for package in ("data_prep", "fer_jax"):
+        for folder, _, files in os.walk(os.path.join(repo, package)):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(folder, f)
+                for node in ast.walk(ast.parse(open(path).read(), path)):
+                    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                        names = [node.name]
+                    elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                        names = [n.id for t in targets for n in ast.walk(t)
+                                 if isinstance(n, ast.Name)]
+                    elif isinstance(node, ast.ImportFrom):
+                        names = [a.asname or a.name for a in node.names]
+                    else:
+                        continue
+                    for name in set(names) & set(MOVED):
+                        owners.setdefault(name, set()).add(os.path.relpath(path, repo))
+    assert owners == {name: {os.path.join("data_prep", "faces.py")} for name in MOVED}
+
+
+def test_builders_read_crop_and_list_images_through_faces(tmp_path, monkeypatch):
+    """The builders call data_prep.faces at run time: what faces.read_rgb returns is what
+    they crop, with faces' crop; its UnreadableImage is what they skip; its
+    IMAGE_EXTENSIONS is what they list."""
+    calls = []
+    photo = fx.astronaut()
+
+    def read_rgb(path, *args, **kwargs):
+        calls.append(("read_rgb", path))
+        if path.endswith("bad.jpg"):
+            raise faces.UnreadableImage(f"{path}: not decodable (stub)")
+        return photo, 0.5   # as if decoded at half size
+
+    real_crop = faces.crop_resize
+
+    def crop_resize(image, box, size):
+        calls.append(("crop_resize", image is photo, box, size))
+        return real_crop(image, box, size)
+
+    monkeypatch.setattr(faces, "read_rgb", read_rgb)
+    monkeypatch.setattr(faces, "crop_resize", crop_resize)
+    settings = face_records.RecordSettings(image_size=64, margin=faces.FACE_MARGIN)
+    file_box = tuple(2 * v for v in fx.FACE_BOX)   # file pixels: twice the decoded ones
+    record = face_records.make_record(
+        face_records.FaceTask("a", "good.jpg", 1, box=file_box), settings)
+    square = faces.square_box(fx.FACE_BOX, faces.FACE_MARGIN)
+    assert calls == [("read_rgb", "good.jpg"), ("crop_resize", True, square, 64)]
+    want = real_crop(photo, square, 64)[0]
+    got = cv2.cvtColor(cv2.imdecode(np.frombuffer(record.example["image"], np.uint8),
+                                    cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.abs(got.astype(int) - want).mean() < 3   # the same crop, JPEG-encoded
+    bad = face_records.FaceTask("b", "bad.jpg", 1)
+    assert face_records.make_record(bad, settings).skipped == "bad.jpg: not decodable (stub)"
+    assert face_records.unreadable_files([bad]) == ["bad.jpg: not decodable (stub)"]
+    for name in ("a.jpg", "b.PNG", "c.xyz", "d.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert face_records.list_images(str(tmp_path)) == ["a.jpg", "b.PNG"]
+    monkeypatch.setattr(faces, "IMAGE_EXTENSIONS", (".xyz",))
+    assert face_records.list_images(str(tmp_path)) == ["c.xyz"]
 
 
 def test_faces_imports_without_tensorflow():

@@ -44,10 +44,49 @@ def test_paper_tables_pair_lambda_zero_with_the_configs_own_lambda():
             assert sorted(weights) == [0.0, paper_lambda], (name, variant)
 
 
-def test_lambda_sweeps_cover_the_papers_lambdas():
-    for name in ("lambda_sweep", "lambda_sweep_synthetic"):
-        weights = sorted(c.align.weight for c in configs_of(grids.get(name)).values())
-        assert weights == [0.0, 1.0, 2.0, 4.0, 9.0, 15.0]
+def _flat(tree, prefix=""):
+    """{"group.key": value} of a nested config dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("name,config_file,shared", [
+    ("lambda_sweep", "configs/rafdb_resnet50.py", {}),
+    # The synthetic sweep tabulates CAM alone: only that map is evaluated.
+    ("lambda_sweep_synthetic", "configs/miniature.py", {"eval.cam_methods": ("cam",)})])
+def test_lambda_sweep_is_its_config_at_each_of_the_papers_lambdas_and_nothing_else(
+        name, config_file, shared):
+    """One cell per lambda: 0 (no alignment), the ends of the paper's range "1 to 15",
+    4 (its best on RAF-DB, the RAF-DB config's own) and 9 (its AffectNet default, the
+    AffectNet config's own), plus 2; each cell is the sweep's config file with only
+    align.weight (and the sweep's shared overrides) changed."""
+    grid = grids.get(name)
+    assert grid.layout == "lambda_sweep" and grid.cam_method == "cam"
+    base = _flat(experiments.load_config(config_file, {}).to_dict())
+    loaded = configs_of(grid)
+    weights = []
+    for cell in grid.cells:
+        assert cell.config == config_file, cell.name
+        config = _flat(loaded[cell.name].to_dict())
+        assert config.keys() == base.keys()
+        changed = {k: config[k] for k in base if config[k] != base[k]}
+        weight = config["align.weight"]
+        expected = dict(shared)
+        if weight != base["align.weight"]:
+            expected["align.weight"] = weight
+        assert changed == expected, cell.name
+        assert cell.name == f"lambda{weight:g}"   # its workdir says its lambda
+        weights.append(weight)
+    paper = {0.0, 1.0, 15.0,
+             experiments.load_config("configs/rafdb_resnet50.py", {}).align.weight,
+             experiments.load_config("configs/affectnet_resnet50.py", {}).align.weight}
+    assert paper == {0.0, 1.0, 4.0, 9.0, 15.0}
+    assert sorted(weights) == sorted(paper | {2.0})   # each exactly once
 
 
 def test_layer_ablations_align_each_stage_alone_and_the_combinations():

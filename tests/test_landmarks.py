@@ -25,8 +25,31 @@ def test_predictor_file_comes_with_face_recognition_models():
     assert os.path.getsize(path) > 50_000_000  # the 68-point model is ~95 MB
 
 
-def test_sources_are_named_as_in_the_record_layout():
-    assert {"dataset", "dlib", "fallback_box", "failed"} <= set(features.LANDMARK_SOURCES)
+def test_every_source_produced_is_stored_under_its_fixed_record_index(tmp_path):
+    """Records store a source as an index into LANDMARK_SOURCES, so the names and their
+    order are part of the on-disk format (a reordering would silently relabel datasets
+    already built). Each source that `locate` or the synthetic builder produces is a
+    name of the record layout and survives the layout's encode/decode unchanged, and
+    every name of the layout is produced by something."""
+    from data_prep.builders import synthetic_faces
+    assert features.LANDMARK_SOURCES == ("exact", "dataset", "dlib", "fallback_box", "failed")
+    crop = fx.face_crop("orig", 96)
+    by_dlib = landmarks.locate(crop)
+    produced = {
+        "dlib": by_dlib.source,
+        "dataset": landmarks.locate(crop, dataset_points=by_dlib.points + 1.5).source,
+        "fallback_box": landmarks.locate(fx.face_crop("orig", 160, margin=-0.35)).source,
+        "failed": landmarks.locate(fx.flat_image(96)).source,
+    }
+    builder = synthetic_faces.SyntheticFaces(config="tiny", data_dir=str(tmp_path))
+    _, example = next(iter(builder._generate_examples("test", 1)))
+    produced["exact"] = example["landmark_source"]
+    assert produced == {name: name for name in features.LANDMARK_SOURCES}
+    for layout in (features.fer_features(96), builder.info.features):
+        label = layout["landmark_source"]
+        for index, name in enumerate(features.LANDMARK_SOURCES):
+            assert label.encode_example(name) == index, name
+            assert label.int2str(index) == name
 
 
 def test_dlib_finds_68_points_on_a_real_face():

@@ -1,4 +1,4 @@
-"""Pictures: the overlay grids and the confusion matrix are written as readable PNGs."""
+"""Pictures: the overlay grids and the confusion matrix, read back from their PNGs."""
 import matplotlib.image
 import numpy as np
 
@@ -27,9 +27,47 @@ def test_long_attention_grids_put_two_faces_per_row(tmp_path):
     np.testing.assert_allclose(sixteen.shape[0] / four.shape[0], 2.0, rtol=0.1)
 
 
-def test_confusion_matrix_png_is_written(tmp_path):
+def test_confusion_matrix_png_draws_row_rates_in_blues_with_counts_and_the_given_names(
+        tmp_path, monkeypatch):
+    """confusion.png, read back: each cell of row r (true class r), column c (predicted c)
+    is filled with Blues(count / row total) and holds the count; the ticks name the
+    classes given, in their order; the axes say which side is true and which predicted.
+    The counts make the three readings differ: row rates, column rates, raw counts."""
+    import matplotlib.pyplot as plt
+    counts = np.array([[6, 2, 0, 0],     # row total 8: 0.75, 0.25
+                       [1, 1, 0, 0],     # total 2: 0.5, 0.5 (fewer examples, not paler)
+                       [0, 0, 0, 0],     # no example of this class: all rates 0
+                       [0, 9, 3, 18]])   # total 30: 0.3, 0.1, 0.6
+    names = ["calm", "joy", "awe", "rage"]   # not the dataset's names: drawn as given
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)   # rows: true class
+    figures = []   # the figure, kept open to locate its cells in the PNG
+    close = plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
     path = str(tmp_path / "confusion.png")
-    plots.confusion_matrix(np.eye(7, dtype=int) * 10, NAMES, path)
-    image = matplotlib.image.imread(path)
-    assert image.shape[0] > 300 and image.shape[1] > 300
-    assert image[..., :3].std() > 0.1  # not a blank canvas
+    plots.confusion_matrix(counts, names, path)
+    monkeypatch.undo()
+    (fig,) = figures
+    try:
+        png = matplotlib.image.imread(path)[..., :3]
+        assert png.shape[:2] == tuple(np.round(fig.get_size_inches()[::-1] * 100).astype(int))
+        (ax,) = fig.axes
+        px = 100 / fig.dpi   # saved at dpi=100; display units are at the figure's dpi
+        for r in range(4):
+            for c in range(4):
+                # 0.3 of a cell off the centre: inside the cell, clear of its count.
+                x, y = ax.transData.transform((c + 0.3, r + 0.3)) * px
+                got = png[int(round(png.shape[0] - y)), int(round(x))]
+                want = matplotlib.colormaps["Blues"](rates[r, c])[:3]
+                np.testing.assert_allclose(got, want, atol=2.5 / 255, err_msg=f"cell {r},{c}")
+        texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+                 for t in ax.texts}
+        assert texts == {(r, c): str(counts[r, c]) for r in range(4) for c in range(4)}
+        # Counts stay readable: white on the dark cells (rate > 0.5), black elsewhere.
+        colours = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_color()
+                   for t in ax.texts}
+        assert {k for k, v in colours.items() if v == "white"} == {(0, 0), (3, 3)}
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+        assert [t.get_text() for t in ax.get_yticklabels()] == names
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+    finally:
+        close(fig)
