@@ -65,10 +65,17 @@ def cam_methods(v: Any) -> Optional[str]:
     if error:
         return error
     from fer_jax import cams  # the registry of methods
-    valid = set(cams.REGISTRY) | {"all"}
+    valid = set(cams.REGISTRY) | set(cams.base.SETS)
     bad = [name for name in v if name not in valid]
     return None if not bad else (f"names an unknown CAM method {bad[0]!r}; valid: "
-                                 f"{sorted(cams.REGISTRY)} (or 'all')")
+                                 f"{sorted(cams.REGISTRY)} (or a set: {list(cams.base.SETS)})")
+
+
+def insertion_blur(v: Any) -> Optional[str]:
+    error = number(-1, 1)(v)
+    if error or v == -1 or v >= 0:
+        return error
+    return "must be -1 (RISE's blur), 0 (the mean colour) or a fraction in (0, 1]"
 
 
 def number_tuple(length: int) -> Check:
@@ -210,8 +217,9 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
         "batch_size": Field(128, "Global evaluation batch size.", number(1, integer=True)),
         "num_plot_images": Field(16, "Test images in the attention/CAM pictures (0 = none).",
                                  number(0, 256, integer=True)),
-        "cam_methods": Field((), "CAM methods to evaluate (fer_jax.cams.REGISTRY); () = all "
-                             "that apply to the model.", cam_methods),
+        "cam_methods": Field(("paper",), "CAM methods to evaluate (fer_jax.cams.REGISTRY) or "
+                             "sets: 'paper' (the paper's maps + reference rows), 'all' (every "
+                             "method that applies); () = ('paper',).", cam_methods),
         "cam_layers": Field((), "Layers of the per-layer CAM methods (maps averaged over them); "
                             "() = the model's cam layer.", optional_string_tuple),
         "aug_smooth": Field(False, "CAMs averaged over flip x {1, 0.9, 1.1} input scaling "
@@ -220,7 +228,13 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
                               "activations instead of their sum.", boolean),
         "score_cam_batch": Field(256, "Score-CAM: masked images per forward pass.",
                                  number(1, integer=True)),
-        "faithfulness_steps": Field(32, "Deletion/insertion steps per map (0 = skip the "
+        "faithfulness_examples": Field(256, "Deletion/insertion on a fixed random subset of "
+                                       "this many examples of the split (0 = all).",
+                                       number(0, integer=True)),
+        "insertion_blur": Field(0.125, "Insertion's start image: Gaussian blur, sigma as a "
+                                "fraction of the image side (0 = the mean colour, -1 = RISE's "
+                                "5 px at 224 px).", insertion_blur),
+        "faithfulness_steps": Field(16, "Deletion/insertion steps per map (0 = skip the "
                                     "faithfulness metrics).", number(0, 1024, integer=True)),
     },
     "spmd": Field(False, "Run the step under jit + shard_map on a device mesh instead of pmap.",
@@ -239,6 +253,22 @@ def _build(schema: dict) -> ml_collections.ConfigDict:
 def defaults() -> ml_collections.ConfigDict:
     """A config holding every field at its default (configs/*.py start here)."""
     return _build(SCHEMA)
+
+
+def with_new_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` plus, at their defaults, the fields it lacks: a run.json written by an
+    older fer_jax (before those fields existed) reopens as that run. Unknown keys stay,
+    so validate() still names them."""
+    out = ml_collections.ConfigDict(config.to_dict())
+
+    def fill(group: ml_collections.ConfigDict, schema: dict) -> None:
+        for key, spec in schema.items():
+            if key not in group:
+                group[key] = _build(spec) if isinstance(spec, dict) else spec.default
+            elif isinstance(spec, dict) and hasattr(group[key], "keys"):
+                fill(group[key], spec)
+    fill(out, SCHEMA)
+    return out
 
 
 def _validate(config: Any, schema: dict, prefix: str) -> None:

@@ -15,7 +15,7 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -28,11 +28,6 @@ from fer_jax import plots, report
 from fer_jax.metrics import aggregate, classification, faithfulness, localisation
 
 RESULTS = "results.json"
-# Per-method metrics: (results key, aggregation). "paper": per class over valid AU
-# maps, then over the non-neutral classes; "all": mean over every example (no AU
-# map needed).
-CAM_METRICS = (("cam_cos", "paper"), ("pointing", "paper"), ("deletion_auc", "all"),
-               ("insertion_auc", "all"))
 
 
 def reported_layers(spatial: Sequence[str], aligned: Sequence[str]) -> List[str]:
@@ -53,31 +48,50 @@ def cam_spec(model: Any, eval_config: ml_collections.ConfigDict,
 
 
 def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *, model: Any,
-              att_layers: Sequence[str], spec: cams.CamSpec, steps: int) -> Dict[str, Any]:
-    """Per-sample predictions and scores for one device's slice of the batch.
+              att_layers: Sequence[str], spec: cams.CamSpec) -> Dict[str, Any]:
+    """Per-sample predictions and AU scores for one device's slice of the batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), label (b,), index (b,).
-    Returns pred (b,), att_cos {layer: (b,)} and, per metric of CAM_METRICS,
-    {method: (b,)} for the maps of the true class.
+    Returns pred (b,), att_cos {layer: (b,)}, and cam_cos, pointing {method: (b,)}
+    for the maps of the true class (the methods spec computes).
     """
     images, heat, labels = batch["image"], batch["heatmap"], batch["label"]
     explained = cams.explain(model, variables, images, labels, spec,
                              sample_ids=batch["index"], extra_layers=att_layers)
-    out: Dict[str, Any] = {
+    computed = {m: explained.maps[m] for m in spec.computed}
+    return {
         "pred": jnp.argmax(explained.probe.logits, -1),
         "att_cos": {n: alignment.att_cos(explained.probe.features[n], heat) for n in att_layers},
-        "cam_cos": {m: localisation.cam_cos(v, heat) for m, v in explained.maps.items()},
-        "pointing": {m: localisation.pointing_hits(v, heat) for m, v in explained.maps.items()},
+        "cam_cos": {m: localisation.cam_cos(v, heat) for m, v in computed.items()},
+        "pointing": {m: localisation.pointing_hits(v, heat) for m, v in computed.items()},
     }
-    if steps:
-        def class_probs(x: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
-            probs = jax.nn.softmax(model.apply(variables, x, train=False).astype(jnp.float32))
-            return jnp.take_along_axis(probs, classes[:, None], axis=1)[:, 0]
-        stacked = jnp.stack([explained.maps[m] for m in spec.methods])
-        deletion, insertion = faithfulness.curves(class_probs, images, stacked, labels, steps)
-        out["deletion_auc"] = dict(zip(spec.methods, faithfulness.auc(deletion)))
-        out["insertion_auc"] = dict(zip(spec.methods, faithfulness.auc(insertion)))
-    return out
+
+
+def faithfulness_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *,
+                      model: Any, spec: cams.CamSpec, steps: int, insertion_blur: float
+                      ) -> Dict[str, Any]:
+    """Deletion and insertion AUC {method: (b,)} of the true class's maps (spec.computed).
+
+    batch: image (b, S, S, 3) normalised, label (b,), index (b,) (the random map's seed).
+    """
+    images, labels = batch["image"], batch["label"]
+    explained = cams.explain(model, variables, images, labels, spec, sample_ids=batch["index"])
+
+    def class_probs(x: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
+        return _class_probs(model.apply(variables, x, train=False), classes)
+
+    stacked = jnp.stack([explained.maps[m] for m in spec.computed])
+    deletion, insertion = faithfulness.curves(
+        class_probs, images, stacked, labels, steps,
+        start=faithfulness.insertion_start(images, insertion_blur),
+        image_probs=_class_probs(explained.probe.logits, labels))
+    return {"deletion_auc": dict(zip(spec.computed, faithfulness.auc(deletion))),
+            "insertion_auc": dict(zip(spec.computed, faithfulness.auc(insertion)))}
+
+
+def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
+    probs = jax.nn.softmax(logits.astype(jnp.float32))
+    return jnp.take_along_axis(probs, classes[:, None], axis=1)[:, 0]
 
 
 def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
@@ -87,40 +101,67 @@ def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_colle
     """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
     spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.
+    Two passes: every example for accuracy, ATT-COS, CAM-COS and pointing; then
+    deletion / insertion on the fixed subset of eval.faithfulness_examples examples
+    (their images are kept from the first pass).
     """
     split = split or config.dataset.eval_split
     layers = reported_layers(list(spatial), config.align.layers)
     spec = cam_spec(model, config.eval, spatial)
     steps = int(config.eval.faithfulness_steps)
-    step = dp.wrap(functools.partial(eval_step, model=model, att_layers=tuple(layers), spec=spec,
-                                     steps=steps), replicated_out=False)
+    show = progress and jax.process_index() == 0
+    step = dp.wrap(functools.partial(eval_step, model=model, att_layers=tuple(layers), spec=spec),
+                   replicated_out=False)
     local_batch = config.eval.batch_size // jax.process_count()
     batches, num_batches = input_pipeline.eval_batches(
         builder, config, split, dp.num_local_devices, local_batch)
     # Each example's position in the split: the seed of its `random` map, whatever the
     # number of processes (padding rows get positions past the end, and are masked).
-    first_index = input_pipeline.first_example_of_process(builder, split)
+    ranges = input_pipeline.process_ranges(builder, split)
+    first_index, local_count = ranges[jax.process_index()]
+    total = sum(count for _, count in ranges)
+    subset = faithfulness.subset_positions(total, int(config.eval.faithfulness_examples))
+    keep = np.zeros(total, bool)
+    keep[subset] = True
     pvars = dp.replicate(variables)
     parts: List[Dict[str, Any]] = []
+    kept: List[Dict[str, np.ndarray]] = []
     bar = tqdm(batches, total=num_batches, desc=f"evaluate {split}", unit="batch",
-               disable=not (progress and jax.process_index() == 0), leave=False)
+               disable=not show, leave=False)
     for i, batch in enumerate(bar):
         index = first_index + i * local_batch + np.arange(local_batch, dtype=np.int32)
         batch["index"] = index.reshape(batch["label"].shape)
         out = dp.to_host(step(pvars, dp.shard(batch)))
         out.update({k: batch[k].reshape(-1) for k in ("label", "valid", "mask")})
         parts.append(out)
-    merged = _gather_processes(jax.tree.map(lambda *xs: np.concatenate(xs), *parts))
+        if steps:
+            rows = (batch["mask"].reshape(-1) > 0) & keep[np.minimum(index, total - 1)]
+            kept.append({k: batch[k].reshape((-1,) + batch[k].shape[2:])[rows]
+                         for k in ("image", "label", "index")})
+    merged = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+    if steps:
+        merged.update(_faithfulness_pass(
+            model, pvars, dp, spec, config.eval, kept, local_batch, ranges, keep, show))
+    merged = _gather_processes(merged)
     real = merged["mask"] > 0
     labels = merged["label"][real].astype(int)
     valid = merged["valid"][real] > 0
     k = len(class_names)
     confusion = classification.confusion_matrix(labels, merged["pred"][real], k)
-    per_method = {m: {} for m in spec.methods}
-    for key, how in CAM_METRICS:
-        for m, values in merged.get(key, {}).items():
-            per_method[m][key] = (aggregate.paper_score(values[real], labels, valid, k)
-                                  if how == "paper" else float(np.mean(values[real])))
+    per_method: Dict[str, Dict[str, float]] = {m: {} for m in spec.computed}
+    for key in ("cam_cos", "pointing"):
+        for m, values in merged[key].items():
+            per_method[m][key] = aggregate.paper_score(values[real], labels, valid, k)
+    if steps:
+        faithful = merged["faithfulness_mask"] > 0
+        for key in ("deletion_auc", "insertion_auc"):
+            for m, values in merged[key].items():
+                mean, half = aggregate.mean_ci95(values[faithful])
+                per_method[m][key] = mean
+                per_method[m][f"{key}_ci95"] = half
+    same = dict(spec.same_as)
+    for alias, original in same.items():
+        per_method[alias] = dict(per_method[original])
     return {
         "split": split,
         "num_examples": int(real.sum()),
@@ -134,10 +175,54 @@ def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_colle
         "cam_layer": model.cam_layer,
         "cam_layers": list(spec.layers),
         "cam_methods": list(spec.methods),
+        "same_maps": same,
         "cam_options": {"aug_smooth": spec.aug_smooth, "eigen_smooth": spec.eigen_smooth},
         "faithfulness_steps": steps,
-        "cams": per_method,
+        "faithfulness": {
+            "steps": steps,
+            "examples": int(merged["faithfulness_mask"].sum()) if steps else 0,
+            "of": total,
+            "subset": ("every example" if len(subset) == total else
+                       f"fixed random subset (seed {faithfulness._SUBSET_SEED})"),
+            "insertion_blur": float(config.eval.insertion_blur),
+        },
+        "cams": {m: per_method[m] for m in spec.methods},
     }
+
+
+def _faithfulness_pass(model: Any, pvars: Any, dp: data_parallel.DataParallel,
+                       spec: cams.CamSpec, eval_config: ml_collections.ConfigDict,
+                       kept: List[Dict[str, np.ndarray]], local_batch: int,
+                       ranges: Sequence[Tuple[int, int]], keep: np.ndarray, show: bool
+                       ) -> Dict[str, Any]:
+    """Deletion / insertion AUCs of this process's kept examples, in batches of local_batch.
+
+    Every process runs the same number of batches (the largest share of the subset;
+    the rest padded, faithfulness_mask 0), as collectives of several processes need.
+    """
+    step = dp.wrap(functools.partial(faithfulness_step, model=model, spec=spec,
+                                     steps=int(eval_config.faithfulness_steps),
+                                     insertion_blur=float(eval_config.insertion_blur)),
+                   replicated_out=False)
+    ours = {k: np.concatenate([p[k] for p in kept]) for k in ("image", "label", "index")}
+    n = len(ours["label"])
+    most = max(int(keep[first:first + count].sum()) for first, count in ranges)
+    num_batches = -(-most // local_batch)
+    padded = num_batches * local_batch
+    pad = {k: np.zeros((padded - n,) + v.shape[1:], v.dtype) for k, v in ours.items()}
+    ours = {k: np.concatenate([v, pad[k]]) for k, v in ours.items()}
+    ours["index"][n:] = len(keep) + np.arange(padded - n)   # past the end, like eval padding
+    devices = dp.num_local_devices
+    out: List[Dict[str, Any]] = []
+    for i in tqdm(range(num_batches), desc="deletion/insertion", unit="batch",
+                  disable=not show, leave=False):
+        rows = slice(i * local_batch, (i + 1) * local_batch)
+        batch = {k: v[rows].reshape((devices, -1) + v.shape[1:]) for k, v in ours.items()}
+        out.append(dp.to_host(step(pvars, dp.shard(batch))))
+    merged = (jax.tree.map(lambda *xs: np.concatenate(xs), *out) if out else
+              {"deletion_auc": {}, "insertion_auc": {}})
+    merged["faithfulness_mask"] = (np.arange(padded) < n).astype(np.float32)
+    return merged
 
 
 def _gather_processes(tree: Dict[str, Any]) -> Dict[str, Any]:
@@ -152,7 +237,9 @@ def summary_line(results: Dict[str, Any]) -> str:
     """One line for the terminal: accuracy, ATT-COS of the aligned layers, every CAM-COS."""
     att = ", ".join(f"{n} {results['att_cos'][n]:.3f}" for n in results["aligned_layers"]
                     if n in results["att_cos"])
-    cam = ", ".join(f"{m} {v['cam_cos']:.3f}" for m, v in results["cams"].items())
+    same = results.get("same_maps", {})
+    cam = ", ".join(f"{m} {v['cam_cos']:.3f}" for m, v in results["cams"].items()
+                    if m not in same)
     return (f"{results['split']}: accuracy {results['accuracy']:.4f} "
             f"(mean class {results['mean_class_accuracy']:.4f}) | ATT-COS {att} | "
             f"CAM-COS {cam} | {results['num_examples']} examples")
@@ -184,7 +271,7 @@ def write_pictures(model: Any, variables: Mapping[str, Any], builder,
         plots.overlay_grid(images, [(f"attention ({layer})", attention),
                                     (f"{first} (true class)", maps_[first])], path=path, **common)
         paths.append(path)
-        for method in spec.methods:
+        for method in spec.computed:   # a merged copy's picture would be its original's
             path = os.path.join(outdir, f"cams_{method}.png")
             title = (f"{method} at {', '.join(spec.layers)}" if cams.REGISTRY[method].source
                      == cams.base.PER_LAYER else method)
@@ -287,7 +374,8 @@ def main(argv: Sequence[str]) -> None:
         overrides["eval.cam_methods"] = _names(FLAGS.cam_methods)
     if FLAGS.cam_layers is not None:
         overrides["eval.cam_layers"] = _names(FLAGS.cam_layers)
-    for flag in ("aug_smooth", "eigen_smooth", "faithfulness_steps", "num_plot_images"):
+    for flag in ("aug_smooth", "eigen_smooth", "faithfulness_steps", "faithfulness_examples",
+                 "insertion_blur", "num_plot_images"):
         if FLAGS[flag].value is not None:
             overrides[f"eval.{flag}"] = FLAGS[flag].value
     if FLAGS.batch_size is not None:
@@ -307,12 +395,17 @@ def _define_flags() -> None:
     flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval_split).")
     flags.DEFINE_string("output", None, "Where results.json, report.md and pictures go "
                         "(default: the workdir).")
-    flags.DEFINE_string("cam_methods", None, "Comma-separated CAM methods (default: the run's "
-                        f"config, usually all that apply). Known: {', '.join(cams.REGISTRY)}.")
+    flags.DEFINE_string("cam_methods", None, "Comma-separated CAM methods or sets ('paper': the "
+                        "paper's maps and the reference rows, 'all': every method that applies; "
+                        f"default: the run's config). Known: {', '.join(cams.REGISTRY)}.")
     flags.DEFINE_string("cam_layers", None, "Comma-separated layers of the per-layer CAMs.")
     flags.DEFINE_boolean("aug_smooth", None, "Test-time augmentation of the CAMs.")
     flags.DEFINE_boolean("eigen_smooth", None, "First principal component instead of the sum.")
     flags.DEFINE_integer("faithfulness_steps", None, "Deletion/insertion steps (0 = skip).")
+    flags.DEFINE_integer("faithfulness_examples", None, "Deletion/insertion on a fixed random "
+                         "subset of this many examples (0 = the whole split).")
+    flags.DEFINE_float("insertion_blur", None, "Insertion's start image: blur sigma as a "
+                       "fraction of the side (0 = mean colour, -1 = RISE's blur).")
     flags.DEFINE_integer("num_plot_images", None, "Faces per picture (0 = no pictures).")
     flags.DEFINE_integer("batch_size", None, "Global evaluation batch size.")
     flags.DEFINE_string("data_dir", None, "Where the run's dataset is built, if it moved.")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fer_jax import checkpoints, models
+from fer_jax import checkpoints, config_schema, models
 
 RUN_JSON = "run.json"
 _FORMAT = 1
@@ -84,7 +84,8 @@ def read(workdir: str) -> Dict[str, Any]:
             f"{workdir} is not a fer_jax run: it has no {RUN_JSON} (written when training "
             "starts); train first: python -m fer_jax.main --config=configs/default.py "
             f"--workdir={workdir}")
-    info["config"] = ml_collections.ConfigDict(_tuples(info["config"]))
+    info["config"] = config_schema.with_new_fields(
+        ml_collections.ConfigDict(_tuples(info["config"])))
     return info
 
 

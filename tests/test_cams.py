@@ -133,7 +133,7 @@ def test_one_forward_and_one_backward_serve_every_gradient_method(resnet_case):
 
 def test_engine_maps_are_unit_range_at_input_size_for_every_applicable_method(vit_case):
     model, v, x, labels = vit_case
-    spec = cams.spec_for(model, layers=("block1", "block2"))
+    spec = cams.spec_for(model, ("all",), layers=("block1", "block2"))
     # A GAP-head ViT: every method applies but the built-in maps of training-time heads
     # (tests/test_wsol.py, tests/test_training_time.py).
     builtin = {n for n, m in cams.REGISTRY.items() if cams.base.HEAD_MAPS in m.needs}
@@ -144,6 +144,44 @@ def test_engine_maps_are_unit_range_at_input_size_for_every_applicable_method(vi
         m = np.asarray(m)
         assert m.shape == (2, 32, 32) and np.isfinite(m).all(), name
         assert m.min() >= 0.0 and m.max() <= 1.0, name
+
+
+def test_default_set_is_the_papers_maps_and_the_reference_rows(resnet_case, vit_case):
+    resnet, vit_gap = resnet_case[0], vit_case[0]
+    paper = ["cam", "gradcam", "gradcam++", "layercam", "random", "centre"]
+    assert cams.spec_for(resnet).methods == tuple(paper)
+    assert cams.spec_for(resnet, ("paper",)).methods == tuple(paper)
+    assert cams.spec_for(resnet, ("scorecam", "paper")).methods == ("scorecam", *paper)
+    assert cams.spec_for(resnet, ("all",)).methods == tuple(cams.applicable(resnet))
+    assert cams.spec_for(vit_gap).methods == tuple(paper)
+    token_vit = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=2, num_heads=3,
+                        image_size=32, head="token")
+    assert cams.spec_for(token_vit).methods == ("gradcam", "gradcam++", "layercam", "random",
+                                                "centre")
+
+
+def test_maps_identical_under_a_gap_linear_head_are_computed_once(resnet_case, vit_case):
+    """Grad-CAM, HiResCAM (and XGrad-CAM on post-ReLU features) make one map when a linear
+    head reads the global average of the layer: the merged maps equal those computed one
+    by one with each method's own formula."""
+    trio = ("gradcam", "hirescam", "xgradcam")
+    for (model, v, x, labels), merged in ((resnet_case, (("hirescam", "gradcam"),
+                                                         ("xgradcam", "gradcam"))),
+                                          (vit_case, (("hirescam", "gradcam"),))):
+        spec = cams.spec_for(model, trio + ("layercam",))
+        assert spec.same_as == merged
+        assert set(spec.computed) == set(trio + ("layercam",)) - {a for a, _ in merged}
+        separate = cams.spec_for(model, trio + ("layercam",), merge_identical=False)
+        assert separate.same_as == () and separate.computed == separate.methods
+        ours = cams.explain(model, v, x, labels, spec).maps
+        theirs = cams.explain(model, v, x, labels, separate).maps
+        for name in trio:
+            np.testing.assert_allclose(np.asarray(ours[name]), np.asarray(theirs[name]),
+                                       atol=2e-5, err_msg=f"{type(model).__name__} {name}")
+    # Another layer than the one the head reads: nothing is merged.
+    model = resnet_case[0]
+    assert cams.spec_for(model, trio, layers=("stage3",)).same_as == ()
+    assert cams.spec_for(model, trio, layers=("stage3", "stage4")).same_as == ()
 
 
 def test_aug_smooth_commutes_with_a_horizontal_flip(resnet_case):

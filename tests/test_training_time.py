@@ -67,5 +67,6 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
                                 progress=False)
     assert results["num_examples"] == 56 and results["cam_methods"] == [builtin]
     scores = results["cams"][builtin]
-    assert set(scores) == {"cam_cos", "pointing", "deletion_auc", "insertion_auc"}
+    assert set(scores) == {"cam_cos", "pointing", "deletion_auc", "insertion_auc",
+                           "deletion_auc_ci95", "insertion_auc_ci95"}
     assert all(0.0 <= s <= 1.0 for s in scores.values()), scores

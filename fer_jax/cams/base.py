@@ -66,7 +66,9 @@ class CamMethod:
     source: PER_LAYER, CAM_LAYER, ALL_BLOCKS or INPUT; output: "weighted" or "map";
     relu: ReLU before normalisation (pytorch-grad-cam applies it to every method);
     class_specific: False for maps that ignore the target class;
-    requires: model -> None if the method applies, else the reason it does not.
+    requires: model -> None if the method applies, else the reason it does not;
+    reference: a chance-level row (random, centre), not an explanation;
+    in_paper: the paper's Table 1 reports this map (the default set, PAPER_SET).
     """
     name: str
     summary: str
@@ -77,10 +79,16 @@ class CamMethod:
     relu: bool = True
     class_specific: bool = True
     requires: Callable[[Any], Optional[str]] = lambda model: None
-    reference: bool = False   # a chance-level row (random, centre), not an explanation
+    reference: bool = False
+    in_paper: bool = False
 
 
 REGISTRY: Dict[str, CamMethod] = {}
+
+# Names of method sets that config.eval.cam_methods may use instead of (or beside) methods.
+PAPER_SET = "paper"   # the paper's maps that apply to the model, plus the reference rows
+ALL_SET = "all"       # every method that applies to the model
+SETS = (PAPER_SET, ALL_SET)
 
 
 def register(method: CamMethod) -> CamMethod:
@@ -108,21 +116,34 @@ def applicable(model: Any) -> List[str]:
     return [name for name, m in REGISTRY.items() if m.requires(model) is None]
 
 
-def select(names: Sequence[str], model: Any, key: str = "eval.cam_methods") -> List[str]:
-    """The methods to run: `names`, or every applicable one when empty or ("all",).
+def paper_methods(model: Any) -> List[str]:
+    """The paper's maps that apply to `model` and the reference rows, in registry order:
+    what training-time evaluation scores by default (cheap, and the paper's figures)."""
+    return [n for n in applicable(model) if REGISTRY[n].in_paper or REGISTRY[n].reference]
 
-    Raises ConfigError naming an unknown method (with the valid names) or one
-    that does not apply to this model (with the reason).
+
+def select(names: Sequence[str], model: Any, key: str = "eval.cam_methods") -> List[str]:
+    """The methods to run, in the order given, sets expanded in registry order.
+
+    names: registry names and the sets "paper" (paper_methods) and "all" (every
+    method that applies); () is ("paper",). Raises ConfigError naming an unknown
+    method (with the valid names) or one that does not apply to this model (with
+    the reason).
     """
-    names = list(names)
-    if not names or names == ["all"]:
-        return applicable(model)
-    for name in names:
+    chosen: List[str] = []
+    for name in list(names) or [PAPER_SET]:
+        if name == PAPER_SET:
+            chosen += paper_methods(model)
+            continue
+        if name == ALL_SET:
+            chosen += applicable(model)
+            continue
         if name not in REGISTRY:
             raise ConfigError(f"config.{key}: unknown CAM method {name!r}; valid names: "
-                              f"{sorted(REGISTRY)} (or 'all')")
+                              f"{sorted(REGISTRY)} (or a set: {list(SETS)})")
         reason = REGISTRY[name].requires(model)
         if reason:
             raise ConfigError(f"config.{key}: CAM method {name!r} does not apply to "
                               f"{type(model).__name__}: it {reason}")
-    return list(dict.fromkeys(names))
+        chosen.append(name)
+    return list(dict.fromkeys(chosen))

@@ -46,12 +46,13 @@ for _name, _summary in (
     base.register(base.CamMethod(
         name=_name, summary=_summary, fn=head_class_map,
         needs=frozenset({base.FEATURES, base.HEAD_MAPS}), source=base.CAM_LAYER, output="map",
-        relu=False, requires=_requires_head(_name)))
+        relu=False, requires=_requires_head(_name), in_paper=True))
 
 base.register(base.CamMethod(
     name="tscam", summary="Gao et al. 2021: TS-CAM's semantic map x class-token attention (ViT)",
     fn=ts_cam, needs=frozenset({base.FEATURES, base.HEAD_MAPS, base.ATTENTION}),
-    source=base.CAM_LAYER, output="map", relu=False, requires=_requires_head("tscam")))
+    source=base.CAM_LAYER, output="map", relu=False, requires=_requires_head("tscam"),
+    in_paper=True))
 
 
 def builtin_method(model: Any) -> Optional[str]:

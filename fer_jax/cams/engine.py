@@ -36,26 +36,61 @@ class CamSpec:
 
     methods: registry names; layers: the (B, h, w, C) layers of the per-layer
     methods (maps averaged over them); aug_smooth, eigen_smooth: as in
-    pytorch-grad-cam; score_batch: images per forward pass in Score-CAM.
+    pytorch-grad-cam; score_batch: images per forward pass in Score-CAM;
+    same_as: (method, earlier method) pairs whose maps are provably identical for this
+    model (identical_methods): the first is not computed, it is the second's map.
     """
     methods: Tuple[str, ...]
     layers: Tuple[str, ...]
     aug_smooth: bool = False
     eigen_smooth: bool = False
     score_batch: int = 256
+    same_as: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def computed(self) -> Tuple[str, ...]:
+        """The methods whose maps are computed (and scored): every method but the copies."""
+        copies = {alias for alias, _ in self.same_as}
+        return tuple(m for m in self.methods if m not in copies)
+
+
+# With a linear head on the global average of the cam layer, logits = mean_hw(F) W + b,
+# so d logit_k / dF = W[:, k] / (h w) at every position: Grad-CAM's channel weights
+# (the mean gradient) are that constant, HiResCAM's gradient x activation is the same
+# sum, and XGrad-CAM's weights sum_hw(G F) / sum_hw(F) are the same constant wherever
+# sum_hw(F) is not ~0, which holds for non-negative (post-ReLU) features. CAM differs:
+# it keeps the negative part of the map (no ReLU) before min-max.
+_GAP_LINEAR_IDENTICAL = ("gradcam", "hirescam", "xgradcam")
+
+
+def identical_methods(model: Any, methods: Sequence[str], layers: Sequence[str]
+                      ) -> Tuple[Tuple[str, str], ...]:
+    """(copy, original) pairs of `methods` whose maps are provably the same for `model`.
+
+    Only for a linear GAP head directly after the cam layer, with the per-layer maps
+    taken at that layer alone (see _GAP_LINEAR_IDENTICAL); XGrad-CAM joins only where
+    the model declares that layer non-negative (`cam_layer_nonnegative`, a ResNet).
+    """
+    if not getattr(model, "gap_head", False) or tuple(layers) != (model.cam_layer,):
+        return ()
+    group = [m for m in methods if m in _GAP_LINEAR_IDENTICAL
+             and (m != "xgradcam" or getattr(model, "cam_layer_nonnegative", False))]
+    return tuple((m, group[0]) for m in group[1:])
 
 
 def spec_for(model: Any, methods: Sequence[str] = (), layers: Sequence[str] = (),
              aug_smooth: bool = False, eigen_smooth: bool = False, score_batch: int = 256,
              available_layers: Optional[Mapping[str, Any]] = None,
-             key: str = "eval") -> CamSpec:
-    """A checked CamSpec: methods () or ("all",) = every method that applies to `model`;
-    layers () = the model's cam layer. Unknown names raise ConfigError naming them."""
-    chosen = base.select(methods, model, key=f"{key}.cam_methods")
+             key: str = "eval", merge_identical: bool = True) -> CamSpec:
+    """A checked CamSpec. methods: names and sets (base.select; () = the paper's set);
+    layers () = the model's cam layer; merge_identical: compute provably identical maps
+    once (identical_methods). Unknown names raise ConfigError naming them."""
+    chosen = tuple(base.select(methods, model, key=f"{key}.cam_methods"))
     layers = tuple(layers) or (model.cam_layer,)
     if available_layers is not None:
         capture.check_layers(layers, available_layers, key=f"{key}.cam_layers")
-    return CamSpec(tuple(chosen), layers, bool(aug_smooth), bool(eigen_smooth), int(score_batch))
+    same = identical_methods(model, chosen, layers) if merge_identical else ()
+    return CamSpec(chosen, layers, bool(aug_smooth), bool(eigen_smooth), int(score_batch), same)
 
 
 class Explanation(NamedTuple):
@@ -86,7 +121,7 @@ def _head_maps(model: Any, variables: Mapping[str, Any]):
 def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
                   classes: jnp.ndarray, spec: CamSpec, sample_ids: jnp.ndarray,
                   extra_layers: Sequence[str]) -> Tuple[Dict[str, jnp.ndarray], capture.Probe]:
-    methods: List[base.CamMethod] = [base.REGISTRY[n] for n in spec.methods]
+    methods: List[base.CamMethod] = [base.REGISTRY[n] for n in spec.computed]
     needs = set().union(*(m.needs for m in methods)) if methods else set()
     feature_layers: List[str] = list(extra_layers)
     grad_layers: List[str] = []
@@ -129,6 +164,8 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
             per_layer.append(maps.upsample_cam(raw, size))
         out[m.name] = per_layer[0] if len(per_layer) == 1 else maps.min_max(
             sum(per_layer) / len(per_layer))
+    for alias, original in spec.same_as:
+        out[alias] = out[original]
     return out, probe
 
 

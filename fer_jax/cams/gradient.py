@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from fer_jax.cams import base
 
 _NEEDS = frozenset({base.FEATURES, base.GRADIENTS})
+_IN_PAPER = ("gradcam", "gradcam++", "layercam")   # the paper's gradient rows
 
 
 def _channel_weighted(features: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
@@ -61,4 +62,5 @@ for _name, _fn, _summary in (
          "Draelos & Carin 2020: gradient times activation per position (no pooling)"),
         ("layercam", layer_cam, "Jiang et al. 2021: positive gradients times activation per "
                                 "position")):
-    base.register(base.CamMethod(name=_name, summary=_summary, fn=_fn, needs=_NEEDS))
+    base.register(base.CamMethod(name=_name, summary=_summary, fn=_fn, needs=_NEEDS,
+                                 in_paper=_name in _IN_PAPER))

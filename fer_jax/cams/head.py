@@ -18,4 +18,4 @@ def class_activation_weights(inputs: base.LayerInputs) -> jnp.ndarray:
 base.register(base.CamMethod(
     name="cam", summary="Zhou et al. 2016: head weights of the class times the pooled layer",
     fn=class_activation_weights, needs=frozenset({base.FEATURES, base.HEAD}),
-    source=base.CAM_LAYER, relu=False, requires=base.needs_gap_head))
+    source=base.CAM_LAYER, relu=False, requires=base.needs_gap_head, in_paper=True))

@@ -4,7 +4,7 @@ Per class, the mean over the samples whose AU map is valid; then the
 unweighted mean over the non-neutral classes (Neutral has no AUs, so its maps
 are always invalid). Rare classes weigh as much as frequent ones.
 """
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -32,3 +32,17 @@ def paper_score(values: np.ndarray, labels: np.ndarray, keep: np.ndarray,
     scores = [v for k, v in class_means(values, labels, keep, num_classes).items()
               if k != NEUTRAL]
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def mean_ci95(values: np.ndarray) -> Tuple[float, float]:
+    """(mean, half-width of its 95 % confidence interval) of per-sample values (N,).
+
+    Normal approximation: 1.96 x the sample standard deviation / sqrt(N); the
+    half-width is NaN for fewer than 2 values, the mean NaN for none.
+    """
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    if values.size == 1:
+        return float(values[0]), float("nan")
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))

@@ -134,6 +134,7 @@ class ResNet(nn.Module):
     wsol_options: wsol.Options = wsol.Options()   # settings of the head and of ADL
 
     cam_layer = "stage4"   # features the head reads
+    cam_layer_nonnegative = True   # it ends in a ReLU (cams.engine.identical_methods)
     head_name = "head"
 
     @property
