@@ -12,15 +12,21 @@ TensorFlow runs on the CPU only: accelerators belong to JAX.
 """
 import math
 import os
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from data_prep.faces import IMAGENET_MEAN, IMAGENET_STD  # one normalisation for train and serve
-from fer_jax import config_schema
+# Before TensorFlow loads: its C++ start-up notices (oneDNN, CPU kernels) are not the
+# user's to act on, and its oneDNN kernels log an error-level line for every int32 op
+# on CPUs without AVX-512 (then fall back to Eigen, as with the option off).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from data_prep.faces import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one normalisation)
+from fer_jax import config_schema  # noqa: E402
 
 
 def hide_accelerators_from_tf() -> None:
@@ -263,12 +269,20 @@ def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return builder.info.splits[split].num_examples
 
 
-def first_example_of_process(builder: tfds.core.DatasetBuilder, split: str) -> int:
-    """Position in `split` of the first example this process evaluates (eval_batches reads
-    `tfds.split_for_jax_process`: the split's even parts, one per process, in order)."""
+def process_ranges(builder: tfds.core.DatasetBuilder, split: str) -> List[Tuple[int, int]]:
+    """(first position, number of examples) of `split` that each process evaluates, in
+    process order (eval_batches reads `tfds.split_for_jax_process`: the split's even parts)."""
     import jax  # only for the process count
-    parts = tfds.even_splits(split, n=jax.process_count())
-    return sum(builder.info.splits[p].num_examples for p in parts[:jax.process_index()])
+    counts = [builder.info.splits[p].num_examples
+              for p in tfds.even_splits(split, n=jax.process_count())]
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    return [(int(f), int(c)) for f, c in zip(firsts, counts)]
+
+
+def first_example_of_process(builder: tfds.core.DatasetBuilder, split: str) -> int:
+    """Position in `split` of the first example this process evaluates."""
+    import jax  # only for the process index
+    return process_ranges(builder, split)[jax.process_index()][0]
 
 
 def eval_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict,

@@ -21,8 +21,9 @@ run the same command again to continue.
 import os
 import sys
 
-# TensorFlow (input pipeline only) need not announce its CPU kernels.
+# TensorFlow (input pipeline only) need not announce its CPU kernels (see input_pipeline).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags, logging  # noqa: E402
 import jax  # noqa: E402
