@@ -297,7 +297,10 @@ def eval_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Confi
     total = num_examples(builder, split)
     per_process = -(-total // jax.process_count())
     steps = -(-per_process // local_batch)
-    ds = builder.as_dataset(split=tfds.split_for_jax_process(split), shuffle_files=False)
+    # No TFDS auto-cache: the split is read once, and a reader that stops early (the
+    # pictures' one batch) would make TensorFlow warn that it dropped a partial cache.
+    ds = builder.as_dataset(split=tfds.split_for_jax_process(split), shuffle_files=False,
+                            read_config=tfds.ReadConfig(try_autocache=False))
     ds = ds.map(lambda ex: _normalise(_decode(ex, size)), num_parallel_calls=tf.data.AUTOTUNE)
     pad = {k: tf.zeros(v.shape, v.dtype) for k, v in ds.element_spec.items()}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat()).take(steps * local_batch)
