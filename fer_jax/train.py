@@ -266,8 +266,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     del pstate
     data_parallel.sync_processes("evaluate")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    t_eval = time.time()
     results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers)
     results["train"] = train_info
+    # The scores' cost beside training's (the pictures, a few seconds, come after).
+    results["evaluation"] = {"seconds": round(time.time() - t_eval, 2)}
     results["config"] = config.to_dict()
     if is_main:
         _write_scalars(writer, num_steps, {

@@ -40,6 +40,7 @@ def check_outputs(workdir, results):
                                        "insertion_blur": defaults().eval.insertion_blur}
     assert on_disk["train"]["steps"] == 112 // 16
     assert on_disk["train"]["examples_per_second"] > 0
+    assert on_disk["evaluation"]["seconds"] > 0
     assert results["accuracy"] == on_disk["accuracy"]
     pictures = ["attention.png", "confusion.png"] + [f"cams_{m}.png" for m in RESNET_METHODS]
     for picture in pictures:
@@ -111,7 +112,7 @@ def test_shard_map_backend_trains_and_evaluates_to_the_same_outputs(trained_run,
     expected = json.load(open(pmap_dir / "results.json"))
     assert on_disk.keys() == expected.keys() and results["accuracy"] == on_disk["accuracy"]
     # Counts, accuracies, confusion matrix, methods, layers, options: exactly equal.
-    for key in expected.keys() - {"att_cos", "cams", "train", "config"}:
+    for key in expected.keys() - {"att_cos", "cams", "train", "evaluation", "config"}:
         assert on_disk[key] == expected[key], key
     assert on_disk["num_examples"] == 56 and on_disk["confusion_matrix"]
     assert on_disk["att_cos"] == pytest.approx(expected["att_cos"], abs=1e-5)
