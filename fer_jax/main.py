@@ -76,14 +76,14 @@ def initialize_distributed() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from fer_jax import cli
+    # Stray arguments fail; warnings and errors only unless --verbosity is given (orbax,
+    # TFDS and JAX's backend probing log at INFO), set before JAX first starts a backend.
+    cli.start(argv)
     initialize_distributed()
-    # Warnings and errors only unless --verbosity is given: orbax and TFDS log every
-    # step of their work at INFO; progress, resume notice and scores are printed.
-    # Processes other than 0 stay quiet in any case.
+    # Progress, resume notice and scores are printed; processes other than 0 stay quiet.
     is_main = jax.process_index() == 0
-    if not is_main or not FLAGS["verbosity"].present:
+    if not is_main:
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX process %d of %d, devices: %s", jax.process_index(),
                  jax.process_count(), jax.devices())
