@@ -26,6 +26,8 @@ from fer_jax import cams
 GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 SHARED_METHODS = GRADIENT_METHODS + ("eigencam",)   # besides Score-CAM
 TIMM_LAYER = {"stage3": "layer3", "stage4": "layer4"}
+# Score-CAM's masked images per forward: fer_jax's default, and the same for pytorch-grad-cam.
+SCORE_BATCH = cams.CamSpec.score_batch
 
 
 def _pair(model_name: str, size: int, classes: int, workdir: str):
@@ -54,7 +56,7 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def _ours(model, variables, x, classes, methods: Sequence[str], layer: str) -> Callable:
-    spec = cams.spec_for(model, methods, (layer,), score_batch=256)
+    spec = cams.spec_for(model, methods, (layer,), score_batch=SCORE_BATCH)
     run = jax.jit(lambda v, x, c: cams.explain(model, v, x, c, spec).maps)
     jax.block_until_ready(run(variables, x, classes))   # compile
     return lambda: jax.block_until_ready(run(variables, x, classes))
@@ -69,7 +71,7 @@ def _theirs(ref, layer: str, x_nchw, classes, method: str) -> Callable:
            "scorecam": pgc.ScoreCAM}[method]
     cam = cls(model=ref, target_layers=[getattr(ref, TIMM_LAYER[layer])])
     if method == "scorecam":
-        cam.batch_size = 256   # the same images per forward as fer_jax
+        cam.batch_size = SCORE_BATCH   # the same images per forward as fer_jax
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     tensor = torch.from_numpy(x_nchw)
     return lambda: cam(input_tensor=tensor, targets=targets)
@@ -150,5 +152,6 @@ def measure(model_name: str = "resnet50", size: int = 112, batch: int = 16,
         "main": main,
         "scorecam": score,
         "note": (f"Score-CAM runs one forward per channel: timed on {score_model} {score_layer} "
-                 f"at {score_size} px, batch {score_batch} (not in the whole set)"),
+                 f"at {score_size} px, batch {score_batch}, {SCORE_BATCH} masked images per "
+                 f"forward in both libraries (not in the whole set)"),
     }

@@ -71,7 +71,8 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
         return [runs.start(
             flags(tiny_data_dir, two, spmd) + [f"--coordinator_address=127.0.0.1:{port}",
                                                "--num_processes=2", f"--process_id={i}"],
-            runs.env(2, **({"INTERRUPT_AT_STEP": "3", "INTERRUPT_SIGNAL": "TERM"}
+            runs.env(2, **({"INTERRUPT_AT_STEP": "3", "INTERRUPT_SIGNAL": "TERM",
+                             "INTERRUPT_THEN_PAUSE": "2"}
                            if i == 1 and interrupt_process_1 else {})),
             interrupt=interrupt_process_1) for i in (0, 1)]
 

@@ -14,6 +14,18 @@ import torch
 torch.set_num_threads(2)
 
 
+def create(name: str, seed: int, **kwargs):
+    """timm.create_model(name, pretrained=False, **kwargs) with its initialisation seeded.
+
+    timm draws the weights that `randomise` leaves alone (convolutions, linear layers)
+    from torch's global generator: unseeded, every test session built another
+    network, and a per-image tolerance that one draw met another could miss.
+    """
+    import timm
+    torch.manual_seed(seed)
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
 def randomise(model, seed: int) -> None:
     """Random norm affines, biases and tokens, so that none of them is trivially 0 or 1."""
     g = torch.Generator().manual_seed(seed)

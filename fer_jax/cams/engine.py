@@ -86,7 +86,9 @@ def spec_for(model: Any, methods: Sequence[str] = (), layers: Sequence[str] = ()
     layers () = the model's cam layer; merge_identical: compute provably identical maps
     once (identical_methods). Unknown names raise ConfigError naming them."""
     chosen = tuple(base.select(methods, model, key=f"{key}.cam_methods"))
-    layers = tuple(layers) or (model.cam_layer,)
+    # A model may read its maps elsewhere than its head's input (a ViT: the last
+    # block, docs/method.md "Which layer a ViT's maps read").
+    layers = tuple(layers) or tuple(getattr(model, "default_cam_layers", (model.cam_layer,)))
     if available_layers is not None:
         capture.check_layers(layers, available_layers, key=f"{key}.cam_layers")
     same = identical_methods(model, chosen, layers) if merge_identical else ()

@@ -239,9 +239,23 @@ class ViT(nn.Module):
 
     @property
     def cam_layer(self) -> str:
-        """Layer whose grid gives CAMs: the final-normed grid the 'gap' and 'tscam' heads read,
-        else the last block."""
+        """The layer the head reads: the final-normed grid for the 'gap' and 'tscam' heads
+        (what `cam` and the built-in `tscam` map need), else the last block."""
         return "encoder_norm_grid" if self.head in ("gap", "tscam") else f"block{self.depth - 1}"
+
+    @property
+    def default_cam_layers(self) -> Tuple[str, ...]:
+        """Layers of the per-layer CAM methods (Grad-CAM family, Score-CAM, Eigen-CAM) when
+        none are given: the last block's (B, h, w, D) grid, whatever the head.
+
+        Not `cam_layer`: after the final LayerNorm a GAP-linear head has the gradient
+        W[:, k] / (h w) at every token, so gradient maps there are CAM, and CAM reads the
+        class off each normed token. Attention has spread the class into every token by
+        then, and LayerNorm removes each token's channel mean and norm, where the AU
+        evidence sits; on the synthetic ViT demo those maps rank the background first
+        (docs/method.md, "CAM methods").
+        """
+        return (f"block{self.depth - 1}",)
 
     @property
     def pos_grid(self) -> Tuple[int, int]:
