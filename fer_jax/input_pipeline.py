@@ -48,7 +48,11 @@ def get_builder(dataset: ml_collections.ConfigDict, build_if_missing: bool = Tru
     from data_prep import build  # registers the builders with TFDS
     data_dir = os.path.expanduser(dataset.data_dir)
     builder = tfds.builder(dataset.name, data_dir=data_dir)
-    if builder.is_prepared():
+    # The builder makes its (empty) version folder, and is_prepared() then warns
+    # "Variant folder ... has no dataset_info.json" on every first build: ask the
+    # folder first.
+    if (os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json"))
+            and builder.is_prepared()):
         return builder
     synthetic = dataset.name.split("/")[0] == "synthetic_faces"
     if not build_if_missing or not (synthetic or dataset.manual_dir):

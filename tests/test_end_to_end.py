@@ -4,6 +4,7 @@ Resuming, preemption and several processes: test_resume.py, test_multiprocess.py
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -199,6 +200,12 @@ def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
     env = dict(os.environ, XLA_FLAGS="")
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
+    # A quiet console, dataset build included: no library warning (absl/glog lines such
+    # as TFDS's "Variant folder ... has no dataset_info.json", Python warnings, TF's
+    # cache warning) reaches the user.
+    noise = [line for line in (out.stdout + out.stderr).splitlines()
+             if re.match(r"[WEF]\d{4} |WARNING|.*Warning:|.*calling iterator", line)]
+    assert not noise, noise
     results = json.load(open(workdir / "results.json"))
     report = json.load(open(tmp_path / "data" / "image_folder" / "112" / "1.0.0" /
                             "build_report.json"))
