@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fer_jax import checkpoints, config_schema, models
+from fer_jax.models import registry as backbones
 
 RUN_JSON = "run.json"
 _FORMAT = 1
@@ -145,11 +146,8 @@ def from_weights(path: str, model_name: Optional[str] = None,
     config.model.large_maps = large_maps
     config.model.vit_head = vit_head
     config.dataset.image_size = image_size
-    if saved_name.startswith("resnet"):
-        config.model.width = int(params["stem"]["conv"]["kernel"].shape[-1])
-    elif "pos_embed" in params:
-        grid = int(round((params["pos_embed"].shape[1] - 1) ** 0.5))
-        config.model.vit_pos_size = grid * models.MODELS[saved_name].keywords["patch_size"]
+    backbone = backbones.get(saved_name, what=f"{path}: model")
+    backbone.family.settings_from_params(config.model, params, backbone.constructor)
     config_schema.validate(config)
     model = models.create_model(config.model, num_classes)
     return Restored(model, {k: variables[k] for k in ("params", "batch_stats") if k in variables},
