@@ -130,16 +130,16 @@ def from_weights(path: str, model_name: Optional[str] = None,
     canonical expressions (docs/method.md, "Classes") for the head's size.
     """
     from data_prep import codebook
-    from fer_jax import config_schema, weights
+    from fer_jax import config_schema, errors, weights
     variables, saved_name = weights.load(path)
     if model_name is not None and model_name != saved_name:
-        raise config_schema.ConfigError(
+        raise errors.ConfigError(
             f"{path} holds {saved_name!r} weights, not {model_name!r}")
     params = variables["params"]
     num_classes = int(params["head"]["kernel"].shape[-1])
     names = list(class_names) if class_names else list(codebook.EXPRESSIONS[:num_classes])
     if len(names) != num_classes:
-        raise config_schema.ConfigError(
+        raise errors.ConfigError(
             f"{len(names)} class names for a head of {num_classes} classes: {names}")
     config = config_schema.defaults()
     config.model.name = saved_name
