@@ -7,7 +7,7 @@
 """
 import ml_collections
 
-from fer_jax import config_schema
+from fer_jax import config_schema, methods
 
 
 def synthetic_cpu(model_name: str, align_layer: str) -> ml_collections.ConfigDict:
@@ -80,24 +80,16 @@ def vit_finetune(dataset: str, model_name: str, align_weight: float, learning_ra
     return c
 
 
-# The training-time CAM methods of the paper's Table 1 (docs/method.md, "Training-time methods").
-TRAINING_TIME_METHODS = ("wildcat", "acol", "prm", "adl", "cutmix", "tscam")
+# The training-time CAM methods of the paper's Table 1 (docs/method.md, "Training-time
+# methods"): the registered methods with paper configs, in registry order.
+TRAINING_TIME_METHODS = methods.paper_methods()
 
 
 def with_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
-    """`c` with one training-time CAM method switched on, at the reference code's settings
-    (the schema's defaults: WILDCAT 5 modalities, kmax 0.5, kmin 0.1, alpha 0.6; ACoL
-    threshold 0.1; ADL drop rate 0.4, threshold 0.1; CutMix beta 1, here with probability 1).
-    WILDCAT, ACoL, PRM and ADL need a ResNet, TS-CAM a ViT/DeiT; CutMix fits any model."""
-    if method in ("wildcat", "acol", "prm"):
-        c.model.head = method
-    elif method == "adl":
-        c.model.adl = True
-    elif method == "cutmix":
-        c.train.cutmix_prob = 1.0          # every batch, as the paper's CutMix row
-    elif method == "tscam":
-        c.model.vit_head = "tscam"
-    else:
-        raise ValueError(f"unknown training-time method {method!r}; "
-                         f"known: {list(TRAINING_TIME_METHODS)}")
-    return c
+    """`c` with one training-time CAM method switched on (its record's `switch`,
+    fer_jax.methods), at the reference code's settings (the schema's defaults: WILDCAT 5
+    modalities, kmax 0.5, kmin 0.1, alpha 0.6; ACoL threshold 0.1; ADL drop rate 0.4,
+    threshold 0.1; CutMix beta 1, here with probability 1). WILDCAT, ACoL, PRM and ADL need
+    a ResNet, TS-CAM a ViT/DeiT; CutMix fits any model. A ConfigError names an unknown
+    method and the registered ones."""
+    return methods.switch_on(c, method)

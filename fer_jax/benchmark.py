@@ -173,28 +173,16 @@ def _input_rate(batches, local_batch: int, count: int) -> float:
 
 
 def _timm_model(config, num_classes: int):
-    """timm's model for config.model, with the aligned layer's module (fer_jax naming)."""
-    import timm
+    """timm's model for config.model (its family's `timm_model`), with the aligned layer's
+    module (fer_jax naming)."""
+    from fer_jax.models import registry
     name = config.model.name
     layer = config.align.layers[0]
-    if name.startswith("resnet"):
-        w = config.model.width  # fer_jax: stem `width`, stages 1x, 2x, 4x, 8x of it
-        model = timm.create_model(name, num_classes=num_classes, stem_width=w,
-                                  channels=tuple(w * 2 ** i for i in range(4)))
-        if config.model.large_maps:  # fer_jax: stride 1 in stage3 and stage4, no dilation
-            for stage in (model.layer3, model.layer4):
-                for conv in stage[0].modules():  # the strided 3x3 conv and the shortcut
-                    if getattr(conv, "stride", None) == (2, 2):
-                        conv.stride = (1, 1)
-        modules = {f"stage{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
-    elif name.startswith(("vit_", "deit_")) and name.endswith(("16", "32")):
-        model = timm.create_model(f"{name}_224", num_classes=num_classes,
-                                  img_size=config.dataset.image_size,
-                                  global_pool="avg" if config.model.vit_head == "gap" else "token")
-        modules = {f"block{i}": b for i, b in enumerate(model.blocks)}
-    else:
-        raise ValueError(f"--reference=pytorch: config.model.name={name!r} has no timm "
-                         "counterpart here (resnet18/34/50, vit_*/deit_* patch16 or 32)")
+    family = registry.get(name).family
+    if family.timm_model is None:
+        raise ValueError(f"--reference=pytorch: config.model.name={name!r} ({family.title}) "
+                         "has no timm counterpart here")
+    model, modules = family.timm_model(config, num_classes)
     if layer not in modules:
         raise ValueError(f"--reference=pytorch: config.align.layers[0]={layer!r} has no timm "
                          f"counterpart; valid: {sorted(modules)}")

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fer_jax.config_schema import ConfigError
+from fer_jax.errors import ConfigError
 
 FEATURES = "features"
 ATTENTION = "attention"

@@ -4,60 +4,16 @@ Config files (`configs/*.py`) start from `defaults()` and change values; they
 never add keys. `validate(config)` runs before anything else and fails with a
 message naming the bad key and what is allowed.
 """
-import dataclasses
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A config value (or a name derived from it) is not valid; the message names it.
-
-    The CLIs print the message alone (no traceback) and exit with status 2.
-    """
-
-Check = Callable[[Any], Optional[str]]  # value -> error text, or None when fine
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    default: Any
-    doc: str
-    check: Check
-
-
-def one_of(*choices: Any) -> Check:
-    return lambda v: None if v in choices else f"must be one of {list(choices)}"
-
-
-def number(lo: float = float("-inf"), hi: float = float("inf"), integer: bool = False,
-           lo_open: bool = False) -> Check:
-    def check(v):
-        kind = int if integer else (int, float)
-        if isinstance(v, bool) or not isinstance(v, kind):
-            return f"must be {'an integer' if integer else 'a number'}"
-        if v < lo or v > hi or (lo_open and v == lo):
-            return f"must be in {'(' if lo_open else '['}{lo}, {hi}]"
-        return None
-    return check
-
-
-def boolean(v: Any) -> Optional[str]:
-    return None if isinstance(v, bool) else "must be True or False"
-
-
-def string(v: Any) -> Optional[str]:
-    return None if isinstance(v, str) else "must be a string"
-
-
-def string_tuple(v: Any) -> Optional[str]:
-    ok = isinstance(v, (tuple, list)) and len(v) > 0 and all(isinstance(s, str) for s in v)
-    return None if ok else "must be a non-empty tuple of strings"
-
-
-def optional_string_tuple(v: Any) -> Optional[str]:
-    ok = isinstance(v, (tuple, list)) and all(isinstance(s, str) for s in v)
-    return None if ok else "must be a tuple of strings (empty for the default)"
+from fer_jax import methods
+from fer_jax.errors import ConfigError  # noqa: F401  (config_schema.ConfigError, as before)
+from fer_jax.fields import (  # noqa: F401  (the checks, importable from here as before)
+    Check, Field, boolean, number, number_tuple, one_of, optional_string_tuple, string,
+    string_tuple)
+from fer_jax.models import registry as backbones
 
 
 def cam_methods(v: Any) -> Optional[str]:
@@ -78,14 +34,6 @@ def insertion_blur(v: Any) -> Optional[str]:
     return "must be -1 (RISE's blur), 0 (the mean colour) or a fraction in (0, 1]"
 
 
-def number_tuple(length: int) -> Check:
-    def check(v):
-        ok = (isinstance(v, (tuple, list)) and len(v) == length
-              and all(isinstance(x, (int, float)) and x >= 0 for x in v))
-        return None if ok else f"must be a tuple of {length} non-negative numbers"
-    return check
-
-
 def dataset_name(v: Any) -> Optional[str]:
     if not isinstance(v, str):
         return "must be a string like 'synthetic_faces/small'"
@@ -104,11 +52,24 @@ def dataset_name(v: Any) -> Optional[str]:
 
 
 def model_name(v: Any) -> Optional[str]:
-    from fer_jax import models
-    return None if v in models.MODELS else f"must be one of {sorted(models.MODELS)}"
+    return None if v in backbones.BACKBONES else f"must be one of {sorted(backbones.BACKBONES)}"
 
 
-SCHEMA: Dict[str, Union[Field, dict]] = {
+def head_name(key: str) -> Check:
+    """A head selected by config `key`: a family's own, or a training-time method's."""
+    def check(v: Any) -> Optional[str]:
+        valid = head_choices(key)
+        return None if v in valid else f"must be one of {valid}"
+    return check
+
+
+def head_choices(key: str) -> List[str]:
+    """The heads config `key` may select, from the backbone and the method registries."""
+    return backbones.heads(key) + methods.heads(key)
+
+
+# The fields of fer_jax itself; `schema()` adds the options of the training-time methods.
+_BASE: Dict[str, Union[Field, dict]] = {
     "dataset": {
         "name": Field("synthetic_faces/small", "TFDS name[/config] of the records to train on.",
                       dataset_name),
@@ -140,7 +101,8 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
         "cache": Field(True, "Cache decoded records in memory (small datasets).", boolean),
     },
     "model": {
-        "name": Field("resnet18", "Architecture, from fer_jax.models.MODELS.", model_name),
+        "name": Field("resnet18", "Architecture, from fer_jax.models.registry.BACKBONES.",
+                      model_name),
         "width": Field(64, "ResNet stem channels (64 = standard; smaller is faster).",
                        number(1, 1024, integer=True)),
         "large_maps": Field(True, "ResNet: stride 1 in stage3/4 (the paper's CAM setting).",
@@ -148,32 +110,19 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
         "dtype": Field("float32", "Compute dtype ('bfloat16' = mixed precision).",
                        one_of("float32", "bfloat16")),
         "vit_head": Field("gap", "ViT head: 'gap' (mean of patch tokens, CAM-ready), 'token', or "
-                          "'tscam' (TS-CAM: conv class maps x class-token attention).",
-                          one_of("gap", "token", "tscam")),
+                          "a training-time method's head (fer_jax.methods: "
+                          f"{methods.heads('model.vit_head')}).", head_name("model.vit_head")),
         "vit_pos_size": Field(224, "ViT: image size of the stored position-embedding grid "
                               "(the pretraining size; resampled to other inputs).",
                               number(8, 4096, integer=True)),
         "dropout": Field(0.0, "ViT dropout rate.", number(0, 1)),
         "drop_path": Field(0.0, "ViT stochastic depth of the last block.", number(0, 1)),
-        # Training-time CAM methods (docs/method.md, "Training-time methods").
-        "head": Field("gap", "ResNet head: 'gap' (linear on the global average: CAM), or a CAM "
-                      "head 'wildcat', 'acol', 'prm' (its built-in map is a CAM method).",
-                      one_of("gap", "wildcat", "acol", "prm")),
-        "wildcat_modalities": Field(5, "WILDCAT: class maps per class, averaged.",
-                                    number(1, 64, integer=True)),
-        "wildcat_kmax": Field(0.5, "WILDCAT: fraction of positions pooled from the top.",
-                              number(0, 1, lo_open=True)),
-        "wildcat_kmin": Field(0.1, "WILDCAT: fraction of positions pooled from the bottom "
-                              "(0 = none).", number(0, 1)),
-        "wildcat_alpha": Field(0.6, "WILDCAT: weight of the bottom positions' mean.", number(0)),
-        "acol_threshold": Field(0.1, "ACoL: erase where the first branch's [0, 1] map is >= this.",
-                                number(0, 1)),
-        "adl": Field(False, "ResNet: ADL layers (training only) after the first block of stage3, "
-                     "the first and the last block of stage4.", boolean),
-        "adl_drop_rate": Field(0.4, "ADL: probability of the drop mask (else importance map).",
-                               number(0, 1)),
-        "adl_threshold": Field(0.1, "ADL: drop where the channel mean is >= this x its max.",
-                               number(0, 1)),
+        # Training-time CAM methods (docs/method.md, "Training-time methods"); their
+        # options follow, from fer_jax.methods.
+        "head": Field("gap", "ResNet head: 'gap' (linear on the global average: CAM), or a "
+                      f"training-time method's head (fer_jax.methods: "
+                      f"{methods.heads('model.head')}; its built-in map is a CAM method).",
+                      head_name("model.head")),
     },
     "align": {
         "weight": Field(4.0, "lambda: weight of the AU alignment loss (0 = CE only).",
@@ -199,10 +148,6 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
                             number(1, integer=True)),
         "num_epochs": Field(20.0, "Training length in epochs.", number(0, lo_open=True)),
         "seed": Field(0, "Seed of initialisation and data order.", number(0, integer=True)),
-        "cutmix_prob": Field(0.0, "CutMix: probability that a batch is box-mixed, images, labels "
-                             "and AU maps (0 = off; the paper's CutMix row: 1).", number(0, 1)),
-        "cutmix_beta": Field(1.0, "CutMix: the mixing ratio is drawn from Beta(beta, beta).",
-                             number(0, lo_open=True)),
         "log_every_steps": Field(50, "Steps between TensorBoard scalars.",
                                  number(1, integer=True)),
         "checkpoint_every_steps": Field(500, "Steps between checkpoints (and one at the end).",
@@ -243,6 +188,26 @@ SCHEMA: Dict[str, Union[Field, dict]] = {
 }
 
 
+def schema() -> Dict[str, Union[Field, dict]]:
+    """Every field: fer_jax's own and, at the end of their groups, the options of the
+    registered training-time methods (fer_jax.methods), so a method registered later
+    has its fields too. Also readable as `config_schema.SCHEMA`."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in _BASE.items()}
+    for option in methods.base.options():
+        group, leaf = option.key.split(".")
+        if not isinstance(out.get(group), dict) or leaf in out[group]:
+            raise ValueError(f"training-time method option {option.key!r}: the group must "
+                             "exist and the key must be new")
+        out[group][leaf] = option.field
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SCHEMA":
+        return schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _build(schema: dict) -> ml_collections.ConfigDict:
     out = ml_collections.ConfigDict()
     for key, value in schema.items():
@@ -252,7 +217,7 @@ def _build(schema: dict) -> ml_collections.ConfigDict:
 
 def defaults() -> ml_collections.ConfigDict:
     """A config holding every field at its default (configs/*.py start here)."""
-    return _build(SCHEMA)
+    return _build(schema())
 
 
 def with_new_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -267,7 +232,7 @@ def with_new_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
                 group[key] = _build(spec) if isinstance(spec, dict) else spec.default
             elif isinstance(spec, dict) and hasattr(group[key], "keys"):
                 fill(group[key], spec)
-    fill(out, SCHEMA)
+    fill(out, schema())
     return out
 
 
@@ -295,29 +260,33 @@ def _validate(config: Any, schema: dict, prefix: str) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first unknown key, missing key or bad value."""
-    _validate(config, SCHEMA, "")
+    _validate(config, schema(), "")
     if config.train.batch_size % _device_count() != 0:
         raise ConfigError(f"config.train.batch_size={config.train.batch_size} must be divisible "
                          f"by the number of devices ({_device_count()})")
     if config.eval.batch_size % _device_count() != 0:
         raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be divisible "
                          f"by the number of devices ({_device_count()})")
-    _check_training_time_methods(config.model)
+    _check_training_time_methods(config)
 
 
-def _check_training_time_methods(model: ml_collections.ConfigDict) -> None:
-    """Heads and layers that only exist in one model family (ConfigError naming the keys)."""
-    resnet = model.name.startswith("resnet")
-    if not resnet and model.head != "gap":
-        raise ConfigError(f"config.model.head={model.head!r} is a ResNet head, but config.model."
-                          f"name={model.name!r}; ViT heads are set by config.model.vit_head "
-                          "('tscam' for TS-CAM)")
-    if not resnet and model.adl:
-        raise ConfigError(f"config.model.adl=True inserts layers between ResNet blocks, but "
-                          f"config.model.name={model.name!r}")
-    if resnet and model.vit_head == "tscam":
-        raise ConfigError(f"config.model.vit_head='tscam' is a ViT/DeiT head, but config.model."
-                          f"name={model.name!r}; ResNet heads are set by config.model.head")
+def _check_training_time_methods(config: ml_collections.ConfigDict) -> None:
+    """Methods switched on for a backbone family they do not apply to (ConfigError naming
+    the key, the model and where that family's heads are chosen)."""
+    family = backbones.get(config.model.name).family
+    for method in methods.REGISTRY.values():
+        if not method.families or family.name in method.families or not method.is_on(config):
+            continue
+        titles = " or ".join(backbones.FAMILIES[f].long_title or backbones.FAMILIES[f].title
+                             for f in sorted(method.families))
+        what = (f"inserts layers between {titles} blocks" if method.insert else
+                f"is a {titles} head" if method.head else f"applies to {titles} models")
+        key = method.switch[0]
+        group, leaf = key.split(".")
+        hint = (f"; {family.title} heads are set by config.{family.head_key} (one of "
+                f"{head_choices(family.head_key)})" if method.head else "")
+        raise ConfigError(f"config.{key}={config[group][leaf]!r} {what}, but config.model.name="
+                          f"{config.model.name!r}{hint}")
 
 
 def _device_count() -> int:
@@ -335,5 +304,5 @@ def describe() -> str:
                 walk(spec, f"{prefix}{key}.")
             else:
                 lines.append(f"{prefix}{key} = {spec.default!r}  # {spec.doc}")
-    walk(SCHEMA, "")
+    walk(schema(), "")
     return "\n".join(lines)

@@ -17,25 +17,26 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from fer_jax import weights
-from fer_jax.models import MODELS, vit
+from fer_jax import config_schema, models, weights
+from fer_jax.models import registry
 
 
 def convert_file(model_name: str, input_path: str, output_dir: str, num_classes: int,
                  image_size: int = 224, vit_head: str = "gap", seed: int = 0,
                  list_loaded: bool = False) -> str:
-    """Converts `input_path` for `MODELS[model_name]`; returns the written file's path.
+    """Converts `input_path` for the backbone `model_name`; returns the written file's path.
 
     image_size: ViT pretraining size kept in the file (pos_embed grid = image_size / patch);
     ignored for ResNets, whose parameters do not depend on it.
     """
-    if model_name not in MODELS:
-        raise ValueError(f"--model={model_name!r} is unknown; valid names: {sorted(MODELS)}")
+    registry.get(model_name, what="--model")
     tensors = weights.read_tensors(input_path)   # first: a bad path fails before the slow init
-    if model_name in vit.VIT_MODELS:
-        model = MODELS[model_name](num_classes=num_classes, image_size=image_size, head=vit_head)
-    else:
-        model = MODELS[model_name](num_classes=num_classes)
+    # The model as its family builds it from a config: settings that do not change the
+    # parameters (large maps, dtype) stay at their defaults.
+    model_config = config_schema.defaults().model
+    model_config.name, model_config.vit_pos_size = model_name, image_size
+    model_config.vit_head = vit_head
+    model = models.create_model(model_config, num_classes)
     # jit: one compilation instead of one per initialiser (eager init of ResNet50 takes ~10 s).
     variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)))
     new, report = weights.convert(variables, tensors, input_path, model_name, num_classes)
@@ -49,7 +50,7 @@ def convert_file(model_name: str, input_path: str, output_dir: str, num_classes:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_jax.convert_weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help=f"one of {sorted(MODELS)}")
+    parser.add_argument("--model", required=True, help=f"one of {sorted(registry.BACKBONES)}")
     parser.add_argument("--input", required=True, help="timm .safetensors or Google .npz file")
     parser.add_argument("--output", required=True, help="folder for the converted .npz")
     parser.add_argument("--num_classes", type=int, required=True, help="classes of the new head")

@@ -23,8 +23,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fer_jax import alignment, cams, capture, config_schema, data_parallel, input_pipeline, maps
-from fer_jax import plots, report
+from fer_jax import alignment, cams, capture, config_schema, data_parallel, errors, input_pipeline
+from fer_jax import maps, plots, report
 from fer_jax.metrics import aggregate, classification, faithfulness, localisation
 
 RESULTS = "results.json"
@@ -384,7 +384,7 @@ def main(argv: Sequence[str]) -> None:
         overrides["dataset.data_dir"] = FLAGS.data_dir
     try:
         evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.output, overrides)
-    except (config_schema.ConfigError, FileNotFoundError) as e:
+    except (errors.ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -45,11 +45,11 @@ def load_config(spec: str, overrides: Mapping[str, Any]):
     spec: "PATH" or "PATH:ARG" (as --config of fer_jax.main: get_config(ARG)); PATH is
     relative to the repository root, or absolute.
     """
-    from fer_jax import config_schema
+    from fer_jax import config_schema, errors
     path, _, arg = spec.partition(":")
     full = path if os.path.isabs(path) else os.path.join(ROOT, path)
     if not os.path.exists(full):
-        raise config_schema.ConfigError(f"config file {path!r} does not exist (looked for "
+        raise errors.ConfigError(f"config file {path!r} does not exist (looked for "
                                         f"{full})")
     module_spec = importlib.util.spec_from_file_location("_grid_config", full)
     module = importlib.util.module_from_spec(module_spec)
@@ -60,12 +60,12 @@ def load_config(spec: str, overrides: Mapping[str, Any]):
         node = config
         for group in groups:
             if group not in node or not hasattr(node[group], "keys"):
-                raise config_schema.ConfigError(
+                raise errors.ConfigError(
                     f"override {key}={value!r}: no config group {group!r}; valid keys: "
                     f"{sorted(node.keys())}")
             node = node[group]
         if field not in node:
-            raise config_schema.ConfigError(f"override {key}={value!r}: unknown key {field!r}; "
+            raise errors.ConfigError(f"override {key}={value!r}: unknown key {field!r}; "
                                             f"valid keys: {sorted(node.keys())}")
         node[field] = tuple(value) if isinstance(value, list) else value
     config_schema.validate(config)

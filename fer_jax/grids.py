@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from configs import recipes
+from fer_jax import methods
 
 LAYOUTS = ("paper_table", "lambda_sweep", "layer_ablation", "seeds")
 POSTHOC = "posthoc"   # variant of the cells whose rows are the post-hoc CAM methods
@@ -51,8 +52,9 @@ SHORTCUT_LAMBDA = 4.0
 
 _RAFDB = "configs/rafdb_resnet50.py"
 _MINIATURE = "configs/miniature.py"
-# configs/paper/ has every training-time method on RAF-DB, all but TS-CAM on AffectNet.
-AFFECTNET_METHODS = tuple(m for m in recipes.TRAINING_TIME_METHODS if m != "tscam")
+# configs/paper/ has every training-time method on RAF-DB, all but TS-CAM on AffectNet
+# (each method's `paper_configs`, fer_jax.methods).
+AFFECTNET_METHODS = methods.paper_methods("affectnet")
 
 
 def _lambda_name(weight: float) -> str:
@@ -68,9 +70,14 @@ def _with_and_without(variant: str, config: str, overrides: Mapping[str, Any],
 
 
 def builtin_map(method: str) -> str:
-    """The CAM method that scores a training-time method: its head's own map, or CAM for
-    ADL and CutMix, which keep the linear GAP head."""
-    return "cam" if method in ("adl", "cutmix") else method
+    """The CAM method that scores a training-time method (its record's `cam_method`): its
+    head's own map, or CAM for ADL and CutMix, which keep the linear GAP head."""
+    return methods.get(method).cam_method
+
+
+def paper_config(dataset: str) -> Callable[[str], str]:
+    """method -> the config file of its paper row on `dataset` (its record's `paper_configs`)."""
+    return lambda method: methods.get(method).paper_configs[dataset]
 
 
 def paper_table(posthoc_config: str, method_config: Callable[[str], str],
@@ -124,12 +131,11 @@ def _grids() -> Dict[str, Grid]:
     grids = [
         Grid("paper_table", "paper_table", "RAF-DB, ResNet-50 (TS-CAM: DeiT-S): every method "
              "without and with AU guidance (lambda 4)",
-             tuple(paper_table(_RAFDB, "configs/paper/rafdb_{}.py".format,
-                               recipes.TRAINING_TIME_METHODS))),
+             tuple(paper_table(_RAFDB, paper_config("rafdb"), methods.paper_methods("rafdb")))),
         Grid("paper_table_affectnet", "paper_table", "AffectNet, ResNet-50: every CNN method "
              "without and with AU guidance (lambda 9)",
              tuple(paper_table("configs/affectnet_resnet50.py",
-                               "configs/paper/affectnet_{}.py".format, AFFECTNET_METHODS))),
+                               paper_config("affectnet"), AFFECTNET_METHODS))),
         Grid("lambda_sweep", "lambda_sweep", "RAF-DB, ResNet-50 + CAM: lambda in "
              f"{', '.join(f'{w:g}' for w in SWEEP_LAMBDAS)}", tuple(lambda_sweep(_RAFDB))),
         Grid("layer_ablation", "layer_ablation", "RAF-DB, ResNet-50 + CAM, lambda 4: which "

@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from data_prep.faces import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402  (one normalisation)
-from fer_jax import config_schema  # noqa: E402
+from fer_jax import errors  # noqa: E402
 
 
 def hide_accelerators_from_tf() -> None:
@@ -268,7 +268,7 @@ def train_batches(builder: tfds.core.DatasetBuilder, config: ml_collections.Conf
 def num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     """Examples in `split` (all processes together)."""
     if split not in builder.info.splits:
-        raise config_schema.ConfigError(f"split {split!r} is not in {builder.info.full_name}; "
+        raise errors.ConfigError(f"split {split!r} is not in {builder.info.full_name}; "
                          f"valid splits: {sorted(builder.info.splits)}")
     return builder.info.splits[split].num_examples
 

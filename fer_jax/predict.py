@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_prep import codebook, faces, heatmaps, parallel
-from fer_jax import alignment, cams, config_schema, maps, plots, runs
+from fer_jax import alignment, cams, errors, maps, plots, runs
 from fer_jax.metrics import localisation
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
@@ -113,7 +113,7 @@ class Predictor:
         aligned = tuple(restored.config.align.layers)
         self.attention_layer = attention_layer or (aligned[0] if aligned else self.model.cam_layer)
         if batch_size < 1:
-            raise config_schema.ConfigError(f"batch_size={batch_size}: expected >= 1")
+            raise errors.ConfigError(f"batch_size={batch_size}: expected >= 1")
         self.batch_size, self.max_faces, self.detect = batch_size, max_faces, detect
         self.workers = max(1, int(workers))
         self.preview_side = int(preview_side)   # > 0: photos keep a copy for pictures
@@ -318,14 +318,14 @@ def main(argv: Sequence[str]) -> None:
                    cam_layers=tuple(v for v in (FLAGS.cam_layers or "").split(",") if v))
     try:
         if bool(FLAGS.workdir) == bool(FLAGS.weights):
-            raise config_schema.ConfigError("give exactly one of --workdir=RUN or --weights=FILE")
+            raise errors.ConfigError("give exactly one of --workdir=RUN or --weights=FILE")
         if FLAGS.workdir:
             predictor = Predictor.from_workdir(FLAGS.workdir, **options)
         else:
             predictor = Predictor.from_weights(FLAGS.weights, FLAGS.model, image_size=FLAGS.image_size,
                                                **options)
         counts = run_cli(predictor, FLAGS.images, FLAGS.output, pictures=not FLAGS.no_pictures)
-    except (config_schema.ConfigError, FileNotFoundError, ValueError) as e:
+    except (errors.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"{counts['images']} images, {counts['faces']} faces: {counts[OK]} with faces, "

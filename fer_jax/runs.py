@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fer_jax import checkpoints, config_schema, models
+from fer_jax.models import registry as backbones
 
 RUN_JSON = "run.json"
 _FORMAT = 1
@@ -129,27 +130,24 @@ def from_weights(path: str, model_name: Optional[str] = None,
     canonical expressions (docs/method.md, "Classes") for the head's size.
     """
     from data_prep import codebook
-    from fer_jax import config_schema, weights
+    from fer_jax import config_schema, errors, weights
     variables, saved_name = weights.load(path)
     if model_name is not None and model_name != saved_name:
-        raise config_schema.ConfigError(
+        raise errors.ConfigError(
             f"{path} holds {saved_name!r} weights, not {model_name!r}")
     params = variables["params"]
     num_classes = int(params["head"]["kernel"].shape[-1])
     names = list(class_names) if class_names else list(codebook.EXPRESSIONS[:num_classes])
     if len(names) != num_classes:
-        raise config_schema.ConfigError(
+        raise errors.ConfigError(
             f"{len(names)} class names for a head of {num_classes} classes: {names}")
     config = config_schema.defaults()
     config.model.name = saved_name
     config.model.large_maps = large_maps
     config.model.vit_head = vit_head
     config.dataset.image_size = image_size
-    if saved_name.startswith("resnet"):
-        config.model.width = int(params["stem"]["conv"]["kernel"].shape[-1])
-    elif "pos_embed" in params:
-        grid = int(round((params["pos_embed"].shape[1] - 1) ** 0.5))
-        config.model.vit_pos_size = grid * models.MODELS[saved_name].keywords["patch_size"]
+    backbone = backbones.get(saved_name, what=f"{path}: model")
+    backbone.family.settings_from_params(config.model, params, backbone.constructor)
     config_schema.validate(config)
     model = models.create_model(config.model, num_classes)
     return Restored(model, {k: variables[k] for k in ("params", "batch_stats") if k in variables},

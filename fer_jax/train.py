@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fer_jax import alignment, capture, checkpoints, config_schema, cutmix, data_parallel, models
 from fer_jax import optim, preemption
-from fer_jax.models import wsol
+from fer_jax import methods
 
 AXIS = data_parallel.AXIS
 
@@ -105,13 +105,13 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        mutable = ["batch_stats", wsol.AUX_LOGITS] + (["intermediates"] if aligned else [])
+        mutable = ["batch_stats", methods.AUX_LOGITS] + (["intermediates"] if aligned else [])
         logits, new_vars = state.apply_fn(
             variables, batch["image"], train=True, labels=batch["label"], mutable=mutable,
             rngs={"dropout": dropout_key},
             capture_intermediates=capture.capture_filter(align_layers) if aligned else False)
         ce = sum(classification_loss(x) for x in
-                 [logits] + jax.tree.leaves(new_vars.get(wsol.AUX_LOGITS, {})))
+                 [logits] + jax.tree.leaves(new_vars.get(methods.AUX_LOGITS, {})))
         if aligned:
             feats = [capture.captured(new_vars["intermediates"], n) for n in align_layers]
             r = alignment.alignment_loss(feats, batch["heatmap"], batch["valid"] * mask,

@@ -1,6 +1,7 @@
 """Pretrained weights -> fer_jax variables: timm safetensors, Google ViT/AugReg npz, converted npz.
 
-Supported files (format chosen by extension):
+Supported files (chosen by extension, among the formats the model's family declares in
+fer_jax.models.registry, and fer_jax's own):
   *.safetensors   timm / torchvision state dicts of resnet18/34/50 and
                   vit/deit_{tiny,small,base}_patch16 (+ vit_base_patch32). Read
                   with `safetensors.numpy`: PyTorch is not needed.
@@ -20,7 +21,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import struct
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -29,24 +29,19 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from fer_jax.models import registry
 from fer_jax.models import vit as vit_lib
 
 _LOG = logging.getLogger(__name__)
 
-Key = Tuple[str, ...]          # (collection, module, ..., leaf), e.g. ("params", "head", "kernel")
+Key = registry.Key
+Mapped = registry.Mapped
 Variables = Dict[str, Any]     # {"params": ..., "batch_stats": ...} nested dicts of arrays
 
 FORMAT_KEY = "__fer_jax_format__"   # marks (and versions) files written by `save`
 MODEL_KEY = "__fer_jax_model__"
 _FORMAT_VERSION = 1
-_HEAD = "head"                      # ResNet.head_name == ViT.head_name
-
-# torch BatchNorm tensor suffix -> (flax collection, leaf)
-_BN_LEAVES = {
-    "weight": ("params", "scale"), "bias": ("params", "bias"),
-    "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var"),
-}
-_LN_LEAVES = {"weight": "scale", "bias": "bias"}
+_HEAD = registry.HEAD
 
 
 class CheckpointMismatchError(ValueError):
@@ -128,138 +123,20 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- key mappings
-# A mapping takes (file key, tensor, shape_of) and returns [(model key, value), ...],
-# or None when it does not know the key (-> "unexpected"). `shape_of(model key)`
-# gives the model's shape (or None) where a split needs it (heads of timm's qkv).
+# The families' formats (fer_jax.models.registry.WeightFormat) map timm and Google
+# files; fer_jax's own files need no mapping.
 
-Mapped = Optional[List[Tuple[Key, np.ndarray]]]
-ShapeOf = Callable[[Key], Optional[Tuple[int, ...]]]
-
-
-def _oihw_to_hwio(w: np.ndarray) -> np.ndarray:
-    return np.transpose(w, (2, 3, 1, 0))
-
-
-def _timm_resnet(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
-    """torchvision-layout ResNet (timm resnet18/34/50) -> fer_jax.models.resnet."""
-    if key == "conv1.weight":
-        return [(("params", "stem", "conv", "kernel"), _oihw_to_hwio(w))]
-    if key in ("fc.weight", "fc.bias"):
-        return [(("params", _HEAD, "kernel" if key.endswith("weight") else "bias"),
-                 w.T if w.ndim == 2 else w)]
-    m = re.fullmatch(r"(bn1|layer(\d)\.(\d+)\.(bn\d|downsample\.1))\.(\w+)", key)
-    if m and m.group(5) in _BN_LEAVES:
-        if m.group(1) == "bn1":
-            module = ("stem", "bn")
-        else:
-            bn = "downsample_bn" if m.group(4) == "downsample.1" else m.group(4)
-            module = (f"stage{m.group(2)}", f"block{m.group(3)}", bn)
-        collection, leaf = _BN_LEAVES[m.group(5)]
-        return [((collection,) + module + (leaf,), w)]
-    m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|downsample\.0)\.weight", key)
-    if m:
-        conv = "downsample_conv" if m.group(3) == "downsample.0" else m.group(3)
-        return [(("params", f"stage{m.group(1)}", f"block{m.group(2)}", conv, "kernel"),
-                 _oihw_to_hwio(w))]
-    return None
-
-
-def _split_heads(kernel_in_out: np.ndarray, target: Optional[Tuple[int, ...]]) -> np.ndarray:
-    """(D_in, D_out) -> the model's (D_in, heads, head_dim) when the sizes allow it."""
-    if target is not None and len(target) == 3 and target[1] * target[2] == kernel_in_out.shape[1]:
-        return kernel_in_out.reshape(kernel_in_out.shape[0], target[1], target[2])
-    return kernel_in_out   # left as is: reported as mis-shaped
-
-
-def _timm_vit(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
-    """timm VisionTransformer (vit_*/deit_* with class token) -> fer_jax.models.vit."""
-    simple = {
-        "patch_embed.proj.bias": ("patch_embed", "bias"),
-        "cls_token": ("cls_token",), "pos_embed": ("pos_embed",),
-        "norm.weight": ("encoder_norm", "scale"), "norm.bias": ("encoder_norm", "bias"),
-        "head.bias": (_HEAD, "bias"),
-    }
-    if key in simple:
-        return [(("params",) + simple[key], w)]
-    if key == "patch_embed.proj.weight":
-        return [(("params", "patch_embed", "kernel"), _oihw_to_hwio(w))]
-    if key == "head.weight":
-        return [(("params", _HEAD, "kernel"), w.T)]
-    m = re.fullmatch(r"blocks\.(\d+)\.(norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(weight|bias)", key)
-    if not m:
-        return None
-    block, module, leaf = ("params", f"encoder{m.group(1)}"), m.group(2), m.group(3)
-    if module.startswith("norm"):
-        return [(block + (module, _LN_LEAVES[leaf]), w)]
-    if module.startswith("mlp"):
-        return [(block + ("mlp", module[4:], "kernel" if leaf == "weight" else "bias"),
-                 w.T if leaf == "weight" else w)]
-    attn = block + ("attn",)
-    if module == "attn.proj":
-        if leaf == "bias":
-            return [(attn + ("out", "bias"), w)]
-        target = shape_of(attn + ("out", "kernel"))
-        kernel = w.T   # (heads * head_dim, D)
-        if target is not None and len(target) == 3 and target[0] * target[1] == kernel.shape[0]:
-            kernel = kernel.reshape(target)
-        return [(attn + ("out", "kernel"), kernel)]
-    # attn.qkv: rows are [q; k; v], each (heads * head_dim) with heads outermost.
-    out = []
-    for name, part in zip(("query", "key", "value"), np.split(w, 3, axis=0)):
-        target = shape_of(attn + (name, "kernel"))
-        if leaf == "weight":
-            out.append((attn + (name, "kernel"), _split_heads(part.T, target)))
-        else:
-            heads_dims = None if target is None else tuple(target[1:])
-            bias = part.reshape(heads_dims) if heads_dims and np.prod(heads_dims) == part.size else part
-            out.append((attn + (name, "bias"), bias))
-    return out
-
-
-_GOOGLE_BLOCK_MODULES = {
-    "LayerNorm_0": ("norm1",), "LayerNorm_2": ("norm2",),
-    "MlpBlock_3/Dense_0": ("mlp", "fc1"), "MlpBlock_3/Dense_1": ("mlp", "fc2"),
-    **{f"MultiHeadDotProductAttention_1/{n}": ("attn", n) for n in ("query", "key", "value", "out")},
-}
-
-
-def _google_vit(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
-    """Google ViT / AugReg npz (flax names, already HWIO / (in, out)) -> fer_jax.models.vit."""
-    simple = {
-        "embedding/kernel": ("patch_embed", "kernel"), "embedding/bias": ("patch_embed", "bias"),
-        "cls": ("cls_token",), "Transformer/posembed_input/pos_embedding": ("pos_embed",),
-        "Transformer/encoder_norm/scale": ("encoder_norm", "scale"),
-        "Transformer/encoder_norm/bias": ("encoder_norm", "bias"),
-        "head/kernel": (_HEAD, "kernel"), "head/bias": (_HEAD, "bias"),
-    }
-    if key in simple:
-        return [(("params",) + simple[key], w)]
-    m = re.fullmatch(r"Transformer/encoderblock_(\d+)/(.+)/(kernel|bias|scale)", key)
-    if m and m.group(2) in _GOOGLE_BLOCK_MODULES:
-        return [(("params", f"encoder{m.group(1)}") + _GOOGLE_BLOCK_MODULES[m.group(2)]
-                 + (m.group(3),), w)]
-    return None
-
-
-def _fer_jax(key: str, w: np.ndarray, shape_of: ShapeOf) -> Mapped:
+def _fer_jax(key: str, w: np.ndarray, shape_of: registry.ShapeOf) -> Mapped:
     """A file written by `save`: keys are already 'collection/module/.../leaf'."""
     return [(tuple(key.split("/")), w)]
 
 
 # ----------------------------------------------------------------------------- conversion
 
-def _family(model_name: str) -> str:
-    if model_name.startswith("resnet"):
-        return "resnet"
-    if model_name.startswith(("vit_", "deit_")):
-        return "vit"
-    raise ValueError(f"model_name={model_name!r}: expected a resnet*, vit_* or deit_* model")
-
-
 def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
                   ) -> Tuple[Callable[..., Mapped], Dict[str, np.ndarray], List[str], str]:
     """-> (mapping, tensors to map, skipped notes, pos-embed resampling method)."""
-    family = _family(model_name)
+    family = registry.family_of(model_name, what="model_name")
     if FORMAT_KEY in tensors:
         version = int(tensors[FORMAT_KEY])
         if version != _FORMAT_VERSION:
@@ -269,29 +146,16 @@ def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
             raise ValueError(f"{path!r} holds weights of model {saved_name!r}, not {model_name!r}")
         rest = {k: v for k, v in tensors.items() if k not in (FORMAT_KEY, MODEL_KEY)}
         return _fer_jax, rest, [], "bicubic"
-    if path.lower().endswith(".safetensors"):
-        # num_batches_tracked only drives torch's momentum=None averaging; flax has no use for it.
-        rest = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
-        skipped = [f"{k} (BatchNorm counter, unused)" for k in tensors if k not in rest]
-        # timm's checkpoint_filter_fn resamples pos_embed bicubic with antialias.
-        return (_timm_resnet if family == "resnet" else _timm_vit), rest, skipped, "bicubic"
-    if family != "vit":
-        raise ValueError(f"{path!r}: Google .npz checkpoints are ViTs; model {model_name!r} is not")
-    prefix = next((p for p in ("", "opt/target/", "params/") if f"{p}embedding/kernel" in tensors), None)
-    if prefix is None:
-        raise ValueError(f"{path!r}: no 'embedding/kernel' (nor under 'opt/target/' or 'params/'); "
-                         "not a Google ViT/AugReg checkpoint or a fer_jax file")
-    rest, skipped = {}, []
-    for key, value in tensors.items():
-        if not key.startswith(prefix):
-            skipped.append(f"{key} (outside the model's '{prefix}' prefix, e.g. optimizer state)")
-        elif key[len(prefix):].startswith("pre_logits/"):
-            # The tanh representation layer of the original in21k ViTs; timm drops it too.
-            skipped.append(f"{key} (pre-logits layer, dropped with the head as timm does)")
-        else:
-            rest[key[len(prefix):]] = value
-    # timm's _load_weights resamples npz position embeddings bilinear without antialias.
-    return _google_vit, rest, skipped, "bilinear"
+    ext = os.path.splitext(path)[1].lower()
+    formats = [f for f in family.formats if f.extension == ext]
+    if not formats:
+        known = [f"{f.description} ({f.extension})" for f in family.formats]
+        raise ValueError(f"{path!r} is not a fer_jax weights file, and model {model_name!r} is "
+                         f"not of a family that reads other {ext} files; {family.title} "
+                         f"models read: {known}")
+    fmt = formats[0]
+    rest, skipped = fmt.prepare(tensors, path)
+    return fmt.mapping, rest, skipped, fmt.resample
 
 
 def _grid_of(pos_shape: Tuple[int, ...]) -> Optional[Tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Training-time CAM heads and ADL (fer_jax.models.wsol) against NumPy, and their built-in maps.
+"""Training-time CAM heads and ADL (fer_jax.methods) against NumPy, and their built-in maps.
 
 Each head's logits are recomputed in NumPy from the captured cam layer and the
 head's parameters; its built-in CAM (fer_jax.cams.builtin, through the engine)
@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from fer_jax import cams, capture
-from fer_jax.models import resnet, vit, wsol
+from fer_jax import methods
+from fer_jax.methods import acol, adl, wildcat
+from fer_jax.models import resnet, vit
 
 CLASSES = np.array([1, 0, 4])
 
@@ -102,7 +104,7 @@ def upsampled(raw, size=32):
 def test_cnn_head_logits_and_built_in_map_match_numpy(kind):
     # Not the defaults, so that every setting reaches the computation: on 4x4 maps
     # kmax 0.4 -> 6 positions, kmin 0.2 -> 3.
-    options = wsol.Options(modalities=3, kmax=0.4, kmin=0.2, alpha=0.7, acol_threshold=0.3)
+    options = methods.Options(modalities=3, kmax=0.4, kmin=0.2, alpha=0.7, acol_threshold=0.3)
     model = resnet.ResNet18(num_classes=5, width=4, large_maps=True, head=kind,
                             wsol_options=options)
     x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
@@ -121,27 +123,27 @@ def test_cnn_head_logits_and_built_in_map_match_numpy(kind):
 def test_wildcat_without_bottom_positions_pools_the_mean_of_the_top_ones():
     """kmin = 0 (or alpha = 0): the top mean alone, not halved (what the reference code computes)."""
     maps = np.random.default_rng(0).normal(size=(2, 5, 4, 3))
-    got = np.asarray(wsol.wildcat_pool(jnp.asarray(maps), kmax=0.5, kmin=0.0, alpha=0.6))
+    got = np.asarray(wildcat.wildcat_pool(jnp.asarray(maps), kmax=0.5, kmin=0.0, alpha=0.6))
     top = np.sort(maps.reshape(2, 20, 3), axis=1)[:, -10:].mean(1)
     np.testing.assert_allclose(got, top, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(wsol.wildcat_pool(jnp.asarray(maps), 0.5, 0.1, 0.0)),
+    np.testing.assert_allclose(np.asarray(wildcat.wildcat_pool(jnp.asarray(maps), 0.5, 0.1, 0.0)),
                                top, rtol=1e-6)
 
 
 def test_acol_trains_branch_b_on_features_erased_by_the_label():
-    head = wsol.AcolHead(num_classes=4, hidden=6, threshold=0.3)
+    head = acol.AcolHead(num_classes=4, hidden=6, threshold=0.3)
     f = jax.random.normal(jax.random.key(2), (3, 5, 5, 7))
     v = random_variables(head, f.shape)
     logits, state = jax.jit(lambda v, f, labels: head.apply(
-        v, f, train=True, labels=labels, mutable=[wsol.AUX_LOGITS]))(v, f, jnp.array([0, 3, 2]))
+        v, f, train=True, labels=labels, mutable=[methods.AUX_LOGITS]))(v, f, jnp.array([0, 3, 2]))
     params = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
     labels = np.array([0, 3, 2])
     want_a, want_b, _ = np_acol(np.asarray(f, np.float64), params, labels, 0.3)
     assert not np.array_equal(want_a.argmax(1), labels)   # the label, not the prediction, erases
     np.testing.assert_allclose(np.asarray(logits), want_a, rtol=1e-4, atol=1e-6)
-    (logits_b,) = jax.tree.leaves(state[wsol.AUX_LOGITS])
+    (logits_b,) = jax.tree.leaves(state[methods.AUX_LOGITS])
     np.testing.assert_allclose(np.asarray(logits_b), want_b, rtol=1e-4, atol=1e-6)
-    _, state = head.apply(v, f, mutable=[wsol.AUX_LOGITS])   # evaluation: nothing sown
+    _, state = head.apply(v, f, mutable=[methods.AUX_LOGITS])   # evaluation: nothing sown
     assert not jax.tree.leaves(state)
 
 
@@ -200,7 +202,7 @@ def test_adl_multiplies_by_the_drop_mask_at_its_rate_else_by_the_importance_map(
 
     @functools.partial(jax.jit, static_argnums=0)
     def run_jit(rate, key):
-        return wsol.ADL(drop_rate=rate, threshold=0.2).apply({}, x, train=True,
+        return adl.ADL(drop_rate=rate, threshold=0.2).apply({}, x, train=True,
                                                              rngs={"dropout": key})
 
     def run(rate, key):
@@ -209,4 +211,4 @@ def test_adl_multiplies_by_the_drop_mask_at_its_rate_else_by_the_importance_map(
     np.testing.assert_allclose(run(0.0, jax.random.key(0)), importance, rtol=1e-5)
     dropped = [np.allclose(run(0.4, jax.random.key(i)), drop) for i in range(300)]
     assert 0.31 < np.mean(dropped) < 0.49                  # binomial sd 0.028 around 0.4
-    np.testing.assert_array_equal(np.asarray(wsol.ADL(1.0, 0.2).apply({}, x)), np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(adl.ADL(1.0, 0.2).apply({}, x)), np.asarray(x))

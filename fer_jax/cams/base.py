@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, S
 
 import jax.numpy as jnp
 
-from fer_jax.config_schema import ConfigError
+from fer_jax.errors import ConfigError
 
 # What a method may need from the engine.
 FEATURES = "features"        # the layer's (B, h, w, C) output
@@ -42,7 +42,7 @@ class LayerInputs(NamedTuple):
     images (n, H, W, 3), classes (n,) -> (n,) target logits (one forward, jitted
     with the rest); grid: (h, w) patch grid of a ViT; sample_ids (B,) int;
     head_maps: features (B, h, w, C), classes (B,) -> (B, h, w) built-in class maps
-    of the model's training-time head (fer_jax.models.wsol), with its parameters.
+    of the model's training-time head (fer_jax.methods), with its parameters.
     """
     features: Optional[jnp.ndarray] = None
     gradients: Optional[jnp.ndarray] = None

@@ -1,6 +1,6 @@
 """Built-in maps of the training-time methods, scored like any other CAM method.
 
-- "wildcat", "acol", "prm": the class map of the model's head (fer_jax.models.wsol)
+- "wildcat", "acol", "prm": the class map of the model's head (fer_jax.methods)
   applied to the captured cam layer (stage4), for the explained class.
 - "tscam": TS-CAM's semantic map of the class (3x3 conv head over the normed patch
   grid) times the class token's attention to the patches, averaged over heads and
@@ -8,11 +8,14 @@
 Each applies only to a model trained with that head. ADL and CutMix keep the
 linear GAP head: their built-in map is "cam" (fer_jax.cams.head). No ReLU: like
 CAM, the raw map is min-max normalised (docs/method.md, "Training-time methods").
+A method's record (fer_jax.methods) names its map (`cam_method`); a new head
+method registers its map with `head_map_method`.
 """
-from typing import Any, Callable, Optional
+from typing import Any, Callable, FrozenSet, Optional
 
 import jax.numpy as jnp
 
+from fer_jax import methods
 from fer_jax.cams import base
 
 
@@ -20,8 +23,8 @@ def _requires_head(name: str) -> Callable[[Any], Optional[str]]:
     def requires(model: Any) -> Optional[str]:
         if getattr(model, "head", None) == name:
             return None
-        key = "model.vit_head" if name == "tscam" else "model.head"
-        return f"is the built-in map of the {name!r} head (config.{key}={name!r})"
+        return (f"is the built-in map of the {name!r} head "
+                f"(config.{methods.get(name).switch[0]}={name!r})")
     return requires
 
 
@@ -37,28 +40,32 @@ def ts_cam(x: base.LayerInputs) -> jnp.ndarray:
     return semantic * attention.reshape(semantic.shape)
 
 
-METHODS = ("wildcat", "acol", "prm", "tscam")
+def head_map_method(name: str, summary: str,
+                    fn: Callable[[base.LayerInputs], jnp.ndarray] = head_class_map,
+                    needs: FrozenSet[str] = frozenset(), in_paper: bool = False
+                    ) -> base.CamMethod:
+    """The CAM method of the head of training-time method `name` (its `class_maps` at the
+    cam layer, for the explained class; `needs` adds to what `fn` reads besides those)."""
+    return base.CamMethod(
+        name=name, summary=summary, fn=fn, needs=frozenset({base.FEATURES, base.HEAD_MAPS}) | needs,
+        source=base.CAM_LAYER, output="map", relu=False, requires=_requires_head(name),
+        in_paper=in_paper)
+
 
 for _name, _summary in (
         ("wildcat", "Durand et al. 2017: WILDCAT's class map (modalities averaged)"),
         ("acol", "Zhang et al. 2018: max of ACoL's two normalised branch maps"),
         ("prm", "Zhou et al. 2018: PRM's class response map")):
-    base.register(base.CamMethod(
-        name=_name, summary=_summary, fn=head_class_map,
-        needs=frozenset({base.FEATURES, base.HEAD_MAPS}), source=base.CAM_LAYER, output="map",
-        relu=False, requires=_requires_head(_name), in_paper=True))
-
-base.register(base.CamMethod(
-    name="tscam", summary="Gao et al. 2021: TS-CAM's semantic map x class-token attention (ViT)",
-    fn=ts_cam, needs=frozenset({base.FEATURES, base.HEAD_MAPS, base.ATTENTION}),
-    source=base.CAM_LAYER, output="map", relu=False, requires=_requires_head("tscam"),
-    in_paper=True))
+    base.register(head_map_method(_name, _summary, in_paper=True))
+base.register(head_map_method(
+    "tscam", "Gao et al. 2021: TS-CAM's semantic map x class-token attention (ViT)", ts_cam,
+    frozenset({base.ATTENTION}), in_paper=True))
 
 
 def builtin_method(model: Any) -> Optional[str]:
-    """The registry name of the map `model` builds in: its training-time head's
-    ("wildcat", "acol", "prm", "tscam"), "cam" for a GAP head (also ADL and CutMix), else None."""
-    head = getattr(model, "head", None)
-    if head in METHODS:
-        return head
+    """The registry name of the map `model` builds in: its training-time head's (the method's
+    `cam_method`), "cam" for a GAP head (also ADL and CutMix), else None."""
+    method = methods.REGISTRY.get(getattr(model, "head", None))
+    if method is not None and method.head is not None:
+        return method.cam_method
     return "cam" if getattr(model, "gap_head", False) else None

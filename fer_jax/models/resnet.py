@@ -5,30 +5,28 @@ Layout follows torchvision (so timm/torchvision weights map one to one):
 pooling, `head`. Each stage is its own module, so `capture_intermediates`
 records its (B, H, W, C) output under the stage's name.
 
-Training-time CAM methods (fer_jax.models.wsol): `head` replaces the linear GAP
-head by WILDCAT, ACoL or PRM on `stage4`; `adl` inserts ADL layers where the
-reference code puts them (`_ADL_AFTER`).
+Training-time CAM methods (fer_jax.methods): `head` replaces the linear GAP
+head by a method's head (WILDCAT, ACoL, PRM) on `stage4`; `inserts` adds a
+method's layers after the blocks it names (ADL).
+
+The family registers itself and its variants (fer_jax.models.registry) with its
+timm weights mapping.
 """
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+import re
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import wsol
+from fer_jax import methods
+from fer_jax.models import registry
 
 ModuleDef = Any
 
 # torchvision's BatchNorm: momentum 0.1 (flax: 0.9), eps 1e-5.
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
-
-# ADL positions, as the reference code (which follows ADL's ResNet-50): after the first
-# block of stage3, after the first block of stage4 and after the last one (stage index ->
-# block indices, -1 = the last block). The stage4 output, which CAMs and the alignment
-# read, is thus the output of an ADL layer (identity in evaluation).
-_ADL_AFTER = {3: (0,), 4: (0, -1)}
-
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity or 1x1 projection shortcut."""
@@ -89,7 +87,8 @@ class Stem(nn.Module):
 class Stage(nn.Module):
     """A run of residual blocks; the first one carries the stride.
 
-    adl_after: indices of the blocks followed by an ADL layer `adl{i}` (-1 = the last).
+    number: the stage's number (1 = the first); inserts: training-time methods whose
+    layers follow the blocks their `Insert.after` names for this stage, as `{method}{i}`.
     """
     block_cls: Callable[..., nn.Module]
     num_blocks: int
@@ -97,19 +96,20 @@ class Stage(nn.Module):
     strides: int
     conv: ModuleDef
     norm: ModuleDef
-    adl_after: Tuple[int, ...] = ()
-    adl_options: wsol.Options = wsol.Options()
+    number: int = 1
+    inserts: Tuple[str, ...] = ()
+    options: methods.Options = methods.Options()
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        after = {i % self.num_blocks for i in self.adl_after}
+        inserts = [methods.REGISTRY[m] for m in self.inserts]
         for i in range(self.num_blocks):
             x = self.block_cls(
                 features=self.features, strides=self.strides if i == 0 else 1,
                 conv=self.conv, norm=self.norm, name=f"block{i}")(x)
-            if i in after:
-                x = wsol.ADL(self.adl_options.adl_drop_rate, self.adl_options.adl_threshold,
-                             name=f"adl{i}")(x, train)
+            for method in inserts:
+                if i in {j % self.num_blocks for j in method.insert.after.get(self.number, ())}:
+                    x = method.insert.layer(self.options, f"{method.name}{i}")(x, train)
         return x
 
 
@@ -129,9 +129,10 @@ class ResNet(nn.Module):
     large_maps: bool = False      # stride 1 in stage3 and stage4 (the paper's CAM setting)
     dtype: Any = jnp.float32      # compute dtype (bfloat16 for mixed precision)
     bn_axis_name: Optional[str] = None  # named batch axis: BN statistics over all devices
-    head: str = "gap"             # "gap" (linear on the global average) or wsol.HEADS' CNN heads
-    adl: bool = False             # ADL layers (training only) at _ADL_AFTER
-    wsol_options: wsol.Options = wsol.Options()   # settings of the head and of ADL
+    head: str = "gap"             # "gap" (linear on the global average) or a method's head
+    inserts: Tuple[str, ...] = ()  # methods whose layers sit between blocks (fer_jax.methods)
+    adl: bool = False             # shorthand for inserts=("adl",): config.model.adl's name
+    wsol_options: methods.Options = methods.Options()   # settings of the methods' heads, layers
 
     cam_layer = "stage4"   # features the head reads
     cam_layer_nonnegative = True   # it ends in a ReLU (cams.engine.identical_methods)
@@ -146,8 +147,8 @@ class ResNet(nn.Module):
     def head_module(self, name: Optional[str] = None) -> nn.Module:
         """The training-time head (not "gap"); ACoL's branches have 16 x width channels
         (1024 at the standard width 64, as ACoL and the reference code)."""
-        return wsol.make_head(self.head, self.num_classes, self.wsol_options,
-                              hidden=16 * self.width, dtype=self.dtype, name=name)
+        return methods.make_head(self.head, self.num_classes, self.wsol_options,
+                                 hidden=16 * self.width, dtype=self.dtype, name=name)
 
     @nn.compact
     def __call__(self, x, train: bool = False, labels: Optional[jnp.ndarray] = None):
@@ -159,9 +160,9 @@ class ResNet(nn.Module):
         x = Stem(self.width, conv, norm, name="stem")(x.astype(self.dtype))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         strides = (1, 2, 1, 1) if self.large_maps else (1, 2, 2, 2)
+        inserts = tuple(dict.fromkeys(self.inserts + (("adl",) if self.adl else ())))
         for i, (n, s) in enumerate(zip(self.stage_sizes, strides)):
-            adl_after = _ADL_AFTER.get(i + 1, ()) if self.adl else ()
-            x = Stage(self.block_cls, n, self.width * 2 ** i, s, conv, norm, adl_after,
+            x = Stage(self.block_cls, n, self.width * 2 ** i, s, conv, norm, i + 1, inserts,
                       self.wsol_options, name=f"stage{i + 1}")(x, train)
         if self.head != "gap":
             return self.head_module(name=self.head_name)(x, train, labels)
@@ -173,3 +174,67 @@ class ResNet(nn.Module):
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
 ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck)
+
+
+# -- the family record -------------------------------------------------------------------
+
+def _build(constructor: Callable[..., nn.Module], model_config: Any, num_classes: int,
+           bn_axis_name: Optional[str], dtype: Any) -> nn.Module:
+    return constructor(
+        num_classes=num_classes, width=model_config.width, large_maps=model_config.large_maps,
+        dtype=dtype, bn_axis_name=bn_axis_name, head=model_config.head,
+        inserts=methods.base.inserts_on(model_config),
+        wsol_options=methods.Options.from_config(model_config))
+
+
+def _timm_resnet(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
+    """torchvision-layout ResNet (timm resnet18/34/50) -> fer_jax.models.resnet."""
+    if key == "conv1.weight":
+        return [(("params", "stem", "conv", "kernel"), registry.oihw_to_hwio(w))]
+    if key in ("fc.weight", "fc.bias"):
+        return [(("params", registry.HEAD, "kernel" if key.endswith("weight") else "bias"),
+                 w.T if w.ndim == 2 else w)]
+    m = re.fullmatch(r"(bn1|layer(\d)\.(\d+)\.(bn\d|downsample\.1))\.(\w+)", key)
+    if m and m.group(5) in registry.BN_LEAVES:
+        if m.group(1) == "bn1":
+            module = ("stem", "bn")
+        else:
+            bn = "downsample_bn" if m.group(4) == "downsample.1" else m.group(4)
+            module = (f"stage{m.group(2)}", f"block{m.group(3)}", bn)
+        collection, leaf = registry.BN_LEAVES[m.group(5)]
+        return [((collection,) + module + (leaf,), w)]
+    m = re.fullmatch(r"layer(\d)\.(\d+)\.(conv\d|downsample\.0)\.weight", key)
+    if m:
+        conv = "downsample_conv" if m.group(3) == "downsample.0" else m.group(3)
+        return [(("params", f"stage{m.group(1)}", f"block{m.group(2)}", conv, "kernel"),
+                 registry.oihw_to_hwio(w))]
+    return None
+
+
+def _settings_from_params(model_config: Any, params: Mapping[str, Any],
+                          constructor: Callable[..., nn.Module]) -> None:
+    model_config.width = int(params["stem"]["conv"]["kernel"].shape[-1])
+
+
+def _timm_model(config: Any, num_classes: int) -> Tuple[Any, Dict[str, Any]]:
+    """timm's ResNet with fer_jax's width and large maps; stages by fer_jax name."""
+    import timm
+    w = config.model.width  # fer_jax: stem `width`, stages 1x, 2x, 4x, 8x of it
+    model = timm.create_model(config.model.name, num_classes=num_classes, stem_width=w,
+                              channels=tuple(w * 2 ** i for i in range(4)))
+    if config.model.large_maps:  # fer_jax: stride 1 in stage3 and stage4, no dilation
+        for stage in (model.layer3, model.layer4):
+            for conv in stage[0].modules():  # the strided 3x3 conv and the shortcut
+                if getattr(conv, "stride", None) == (2, 2):
+                    conv.stride = (1, 1)
+    return model, {f"stage{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
+
+
+FAMILY = registry.register_family(registry.Family(
+    name="resnet", title="ResNet", build=_build, head_key="model.head", heads=("gap",),
+    formats=(registry.WeightFormat(".safetensors", "timm / torchvision state dict",
+                                   registry.prepare_timm, _timm_resnet),),
+    settings_from_params=_settings_from_params, timm_model=_timm_model, prefixes=("resnet",)))
+for _name, _constructor in (("resnet18", ResNet18), ("resnet34", ResNet34),
+                            ("resnet50", ResNet50)):
+    registry.register_backbone(_name, FAMILY, _constructor)

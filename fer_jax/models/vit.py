@@ -16,13 +16,16 @@ parameter-free modules that sit *on* the forward path (tokens -> grid -> module
 gradient-based CAMs see a non-zero gradient.
 """
 import functools
-from typing import Any, Callable, Optional, Tuple
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from fer_jax.models import wsol
+from fer_jax import methods
+from fer_jax.models import registry
 
 # timm and Google ViT both use LayerNorm eps 1e-6 (flax's default, torch's is 1e-5).
 _LN_EPSILON = 1e-6
@@ -202,8 +205,9 @@ class ViT(nn.Module):
       as every patch token is normed before the mean, the CAM
       `capture(cam_layer) @ head.kernel` (B, h, w, K) averages to logits - bias.
       (timm's `global_pool='avg', fc_norm=False` is the same model.)
-    head="tscam": TS-CAM (fer_jax.models.wsol.TsCamHead): a 3x3 conv over the normed
-      patch grid gives K semantic maps whose means are the logits.
+    head=<a training-time method's head> (fer_jax.methods, e.g. "tscam": a 3x3 conv over
+      the normed patch grid gives K semantic maps whose means are the logits): the
+      head reads the normed patch grid.
     `labels` is accepted like the ResNet's and unused (no ViT head erases by class).
 
     Named (B, h, w, D) outputs: `block0`..`block{depth-1}`, `encoder_norm_grid`.
@@ -215,7 +219,7 @@ class ViT(nn.Module):
     num_heads: int = 12
     mlp_ratio: float = 4.0
     image_size: int = 224         # pretraining size: fixes the pos_embed grid
-    head: str = "gap"             # "gap" (CAM-ready), "token" or "tscam"
+    head: str = "gap"             # "gap" (CAM-ready), "token" or a method's head ("tscam")
     dropout: float = 0.0          # after pos-embed, attention projection and MLP layers
     drop_path: float = 0.0        # stochastic depth of the last block (linear from 0)
     dtype: Dtype = jnp.float32    # compute dtype (bfloat16 for mixed precision)
@@ -229,8 +233,8 @@ class ViT(nn.Module):
 
     @nn.nowrap   # also called outside the model (CAM engine): a top-level module then
     def head_module(self, name: Optional[str] = None) -> nn.Module:
-        """The TS-CAM head (head="tscam"), the only ViT head with a built-in map."""
-        return wsol.make_head(self.head, self.num_classes, dtype=self.dtype, name=name)
+        """The training-time method's head (head="tscam"): one with a built-in map."""
+        return methods.make_head(self.head, self.num_classes, dtype=self.dtype, name=name)
 
     @property
     def attention_layers(self) -> Tuple[str, ...]:
@@ -239,9 +243,9 @@ class ViT(nn.Module):
 
     @property
     def cam_layer(self) -> str:
-        """The layer the head reads: the final-normed grid for the 'gap' and 'tscam' heads
-        (what `cam` and the built-in `tscam` map need), else the last block."""
-        return "encoder_norm_grid" if self.head in ("gap", "tscam") else f"block{self.depth - 1}"
+        """The layer the head reads: the final-normed grid for the 'gap' head and a method's
+        (what `cam` and the built-in maps such as `tscam` need), else the last block."""
+        return "encoder_norm_grid" if self.head != "token" else f"block{self.depth - 1}"
 
     @property
     def default_cam_layers(self) -> Tuple[str, ...]:
@@ -269,8 +273,9 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
                  labels: Optional[jax.Array] = None) -> jax.Array:
-        if self.head not in ("gap", "token", "tscam"):
-            raise ValueError(f"head={self.head!r}: expected 'gap', 'token' or 'tscam'")
+        valid = list(_HEADS) + methods.heads(FAMILY.head_key)
+        if self.head not in valid:
+            raise ValueError(f"head={self.head!r}: expected one of {valid}")
         if x.ndim != 4 or x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
             raise ValueError(
                 f"input of shape {x.shape}: expected (B, H, W, C) with H and W multiples of "
@@ -298,7 +303,7 @@ class ViT(nn.Module):
 
         tokens = nn.LayerNorm(epsilon=_LN_EPSILON, dtype=self.dtype, name="encoder_norm")(tokens)
         tokens = _through_grid(tokens, grid_hw, "encoder_norm_grid")
-        if self.head == "tscam":
+        if self.head not in _HEADS:
             grid = tokens[:, _NUM_PREFIX_TOKENS:].reshape(b, grid_hw[0], grid_hw[1], -1)
             return self.head_module(name=self.head_name)(grid, train, labels)
         if self.head == "token":
@@ -309,6 +314,8 @@ class ViT(nn.Module):
                         kernel_init=nn.initializers.truncated_normal(0.02),
                         name=self.head_name)(features.astype(jnp.float32))
 
+
+_HEADS = ("gap", "token")   # the ViT's own heads; the others are methods' (fer_jax.methods)
 
 # (patch_size, embed_dim, depth, num_heads); DeiT (without distillation token) is the same network.
 _VARIANTS = {
@@ -331,3 +338,145 @@ def _variant(name: str) -> Callable[..., ViT]:
 
 VIT_MODELS = {name: _variant(name) for name in _VARIANTS}
 """name -> ViT constructor(num_classes, image_size, head, dropout, drop_path, dtype)."""
+
+
+# -- the family record -------------------------------------------------------------------
+
+def _build(constructor: Callable[..., ViT], model_config: Any, num_classes: int,
+           bn_axis_name: Optional[str], dtype: Any) -> ViT:
+    return constructor(
+        num_classes=num_classes, dtype=dtype, head=model_config.vit_head,
+        image_size=model_config.vit_pos_size, dropout=model_config.dropout,
+        drop_path=model_config.drop_path)
+
+
+def _split_heads(kernel_in_out: Any, target: Optional[Tuple[int, ...]]) -> Any:
+    """(D_in, D_out) -> the model's (D_in, heads, head_dim) when the sizes allow it."""
+    if target is not None and len(target) == 3 and target[1] * target[2] == kernel_in_out.shape[1]:
+        return kernel_in_out.reshape(kernel_in_out.shape[0], target[1], target[2])
+    return kernel_in_out   # left as is: reported as mis-shaped
+
+
+def _timm_vit(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
+    """timm VisionTransformer (vit_*/deit_* with class token) -> fer_jax.models.vit."""
+    simple = {
+        "patch_embed.proj.bias": ("patch_embed", "bias"),
+        "cls_token": ("cls_token",), "pos_embed": ("pos_embed",),
+        "norm.weight": ("encoder_norm", "scale"), "norm.bias": ("encoder_norm", "bias"),
+        "head.bias": (registry.HEAD, "bias"),
+    }
+    if key in simple:
+        return [(("params",) + simple[key], w)]
+    if key == "patch_embed.proj.weight":
+        return [(("params", "patch_embed", "kernel"), registry.oihw_to_hwio(w))]
+    if key == "head.weight":
+        return [(("params", registry.HEAD, "kernel"), w.T)]
+    m = re.fullmatch(r"blocks\.(\d+)\.(norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(weight|bias)", key)
+    if not m:
+        return None
+    block, module, leaf = ("params", f"encoder{m.group(1)}"), m.group(2), m.group(3)
+    if module.startswith("norm"):
+        return [(block + (module, registry.LN_LEAVES[leaf]), w)]
+    if module.startswith("mlp"):
+        return [(block + ("mlp", module[4:], "kernel" if leaf == "weight" else "bias"),
+                 w.T if leaf == "weight" else w)]
+    attn = block + ("attn",)
+    if module == "attn.proj":
+        if leaf == "bias":
+            return [(attn + ("out", "bias"), w)]
+        target = shape_of(attn + ("out", "kernel"))
+        kernel = w.T   # (heads * head_dim, D)
+        if target is not None and len(target) == 3 and target[0] * target[1] == kernel.shape[0]:
+            kernel = kernel.reshape(target)
+        return [(attn + ("out", "kernel"), kernel)]
+    # attn.qkv: rows are [q; k; v], each (heads * head_dim) with heads outermost.
+    out = []
+    for name, part in zip(("query", "key", "value"), np.split(w, 3, axis=0)):
+        target = shape_of(attn + (name, "kernel"))
+        if leaf == "weight":
+            out.append((attn + (name, "kernel"), _split_heads(part.T, target)))
+        else:
+            heads_dims = None if target is None else tuple(target[1:])
+            bias = part.reshape(heads_dims) if heads_dims and np.prod(heads_dims) == part.size else part
+            out.append((attn + (name, "bias"), bias))
+    return out
+
+
+_GOOGLE_BLOCK_MODULES = {
+    "LayerNorm_0": ("norm1",), "LayerNorm_2": ("norm2",),
+    "MlpBlock_3/Dense_0": ("mlp", "fc1"), "MlpBlock_3/Dense_1": ("mlp", "fc2"),
+    **{f"MultiHeadDotProductAttention_1/{n}": ("attn", n) for n in ("query", "key", "value", "out")},
+}
+
+
+def _google_vit(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
+    """Google ViT / AugReg npz (flax names, already HWIO / (in, out)) -> fer_jax.models.vit."""
+    simple = {
+        "embedding/kernel": ("patch_embed", "kernel"), "embedding/bias": ("patch_embed", "bias"),
+        "cls": ("cls_token",), "Transformer/posembed_input/pos_embedding": ("pos_embed",),
+        "Transformer/encoder_norm/scale": ("encoder_norm", "scale"),
+        "Transformer/encoder_norm/bias": ("encoder_norm", "bias"),
+        "head/kernel": (registry.HEAD, "kernel"), "head/bias": (registry.HEAD, "bias"),
+    }
+    if key in simple:
+        return [(("params",) + simple[key], w)]
+    m = re.fullmatch(r"Transformer/encoderblock_(\d+)/(.+)/(kernel|bias|scale)", key)
+    if m and m.group(2) in _GOOGLE_BLOCK_MODULES:
+        return [(("params", f"encoder{m.group(1)}") + _GOOGLE_BLOCK_MODULES[m.group(2)]
+                 + (m.group(3),), w)]
+    return None
+
+
+def _prepare_google(tensors: Mapping[str, Any], path: str) -> Tuple[Dict[str, Any], List[str]]:
+    """A Google ViT / AugReg npz: the model's tensors, under their optional prefix."""
+    prefix = next((p for p in ("", "opt/target/", "params/") if f"{p}embedding/kernel" in tensors),
+                  None)
+    if prefix is None:
+        raise ValueError(f"{path!r}: no 'embedding/kernel' (nor under 'opt/target/' or "
+                         "'params/'); not a Google ViT/AugReg checkpoint or a fer_jax file")
+    rest, skipped = {}, []
+    for key, value in tensors.items():
+        if not key.startswith(prefix):
+            skipped.append(f"{key} (outside the model's '{prefix}' prefix, e.g. optimizer state)")
+        elif key[len(prefix):].startswith("pre_logits/"):
+            # The tanh representation layer of the original in21k ViTs; timm drops it too.
+            skipped.append(f"{key} (pre-logits layer, dropped with the head as timm does)")
+        else:
+            rest[key[len(prefix):]] = value
+    return rest, skipped
+
+
+def _settings_from_params(model_config: Any, params: Mapping[str, Any],
+                          constructor: Callable[..., ViT]) -> None:
+    if "pos_embed" in params:
+        grid = int(round((params["pos_embed"].shape[1] - 1) ** 0.5))
+        model_config.vit_pos_size = grid * constructor.keywords["patch_size"]
+
+
+def _timm_model(config: Any, num_classes: int) -> Tuple[Any, Dict[str, Any]]:
+    """timm's ViT/DeiT at the config's size and head; blocks by fer_jax name."""
+    import timm
+    name = config.model.name
+    if not name.endswith(("16", "32")):
+        raise ValueError(f"--reference=pytorch: config.model.name={name!r} has no timm "
+                         "counterpart here (vit_*/deit_* patch16 or 32)")
+    model = timm.create_model(f"{name}_224", num_classes=num_classes,
+                              img_size=config.dataset.image_size,
+                              global_pool="avg" if config.model.vit_head == "gap" else "token")
+    return model, {f"block{i}": b for i, b in enumerate(model.blocks)}
+
+
+FAMILY = registry.register_family(registry.Family(
+    name="vit", title="ViT", long_title="ViT/DeiT", build=_build, head_key="model.vit_head",
+    heads=_HEADS,
+    formats=(
+        # timm's checkpoint_filter_fn resamples pos_embed bicubic with antialias.
+        registry.WeightFormat(".safetensors", "timm state dict", registry.prepare_timm,
+                              _timm_vit, "bicubic"),
+        # timm's _load_weights resamples npz position embeddings bilinear without antialias.
+        registry.WeightFormat(".npz", "Google ViT/AugReg checkpoint", _prepare_google,
+                              _google_vit, "bilinear")),
+    settings_from_params=_settings_from_params, timm_model=_timm_model,
+    prefixes=("vit_", "deit_")))
+for _name in _VARIANTS:
+    registry.register_backbone(_name, FAMILY, VIT_MODELS[_name])
