@@ -69,26 +69,34 @@ def layer_name(path: LayerPath) -> str:
     return path if isinstance(path, str) else "/".join(path)
 
 
-def module_layers(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
-                  images: jnp.ndarray) -> Dict[str, Tuple[int, ...]]:
-    """{path: output shape} of every submodule's `__call__` output that is an array.
-
-    apply_fn as in ModuleView; images (B, H, W, C). Traced abstractly (no FLOPs).
-    """
+def _layer_calls(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
+                 images: jnp.ndarray) -> Dict[str, List[Any]]:
+    """{path: the outputs of each `__call__` of that submodule}, abstract (no FLOPs)."""
     _, state = jax.eval_shape(
         lambda v, x: apply_fn(v, x, capture_intermediates=True, mutable=["intermediates"]),
         variables, images)
-    found: Dict[str, Tuple[int, ...]] = {}
+    found: Dict[str, List[Any]] = {}
 
     def walk(node: Mapping[str, Any], prefix: Tuple[str, ...]) -> None:
         for key, child in node.items():
             if key != "__call__":
                 walk(child, prefix + (key,))
-            elif prefix and hasattr(child[0], "shape"):   # prefix (): the root's own output
-                found["/".join(prefix)] = tuple(child[0].shape)
+            elif prefix:   # prefix (): the root module's own output
+                found["/".join(prefix)] = list(child)
 
     walk(state.get("intermediates", {}), ())
     return found
+
+
+def module_layers(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
+                  images: jnp.ndarray) -> Dict[str, Tuple[int, ...]]:
+    """{path: output shape} of every submodule whose `__call__` returns an array.
+
+    apply_fn as in ModuleView; images (B, H, W, C). Traced abstractly (no FLOPs).
+    """
+    return {name: tuple(outs[0].shape)
+            for name, outs in _layer_calls(apply_fn, variables, images).items()
+            if hasattr(outs[0], "shape")}
 
 
 def _missing(method: base.CamMethod, view: ModuleView) -> Optional[str]:
@@ -126,8 +134,13 @@ def _check_layers(layers: Sequence[str], view: ModuleView, variables: Mapping[st
                   images: jnp.ndarray) -> None:
     if not layers:
         raise ValueError("target_layers: name at least one layer (module_layers lists them)")
-    available = module_layers(view.apply_fn, variables, images)
+    calls = _layer_calls(view.apply_fn, variables, images)
+    available = {n: tuple(o[0].shape) for n, o in calls.items() if hasattr(o[0], "shape")}
     for name in layers:
+        if name in calls and len(calls[name]) > 1:
+            # The interceptor would perturb every call, the capture keep the first one.
+            raise ValueError(f"target layer {name!r} is called {len(calls[name])} times in "
+                             f"one forward pass; name a module that is called once")
         if name not in available:
             shown = [n for n in available if "/" not in n] or list(available)
             raise ValueError(f"target layer {name!r} is not a submodule's output; top-level "
