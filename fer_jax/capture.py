@@ -95,7 +95,8 @@ def check_layers(layers: Sequence[str], available: Mapping[str, Tuple[int, ...]]
 class Probe(NamedTuple):
     """What one eval-mode forward (and backward) pass read off the model.
 
-    logits (B, K) float32; features {layer: (B, h, w, C) float32};
+    logits (B, K) float32 (the model's outputs, any pytree, each leaf float32);
+    features {layer: (B, h, w, C) float32};
     gradients {layer: d sum_b score_b / d features, same shape} for the layers
     asked for (empty when none); taps {layer: output} of further captured layers.
     """
@@ -119,9 +120,10 @@ def probe(apply_fn: Callable, variables: Mapping[str, Any], images: jnp.ndarray,
     images (B, H, W, 3) normalised; classes (B,) int: the score of sample b is
     target(outputs, classes)[b], by default logits[b, classes[b]] (`class_logit`;
     `Probe.logits` is then whatever the model returns). Samples are independent in
-    eval mode, so the gradient of the summed scores gives every sample its own gradient. Gradients are taken
-    by adding zero tensors to the outputs of `grad_layers` (a method interceptor)
-    and differentiating with respect to them: the model is not changed.
+    eval mode, so the gradient of the summed scores gives every sample its own
+    gradient. Gradients are taken by adding zero tensors to the outputs of
+    `grad_layers` (a method interceptor) and differentiating with respect to them:
+    the model is not changed.
     """
     grad_layers = tuple(grad_layers)
     wanted = tuple(dict.fromkeys(tuple(feature_layers) + grad_layers + tuple(tap_layers)))

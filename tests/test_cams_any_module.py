@@ -7,6 +7,8 @@
 - A small token model with a reshape_transform: Grad-CAM against one computed here
   from the token features and jax.grad.
 - A custom target (sum of two logits) against jax.grad of that sum, by hand.
+- An NNX module under a linen parent (flax.nnx.bridge.to_linen): Grad-CAM at its
+  output against one by hand.
 - Methods that need fer_jax's model contract, unknown layers and non-grid layers
   raise errors that say why; the README's example runs.
 """
@@ -20,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+from flax.nnx import bridge
 
 from fer_jax import cams, maps as fer_maps
 
@@ -246,18 +250,25 @@ def token_net():
     return net, variables, images
 
 
-def grad_cam_by_hand(net, variables, images, score, upto: int) -> np.ndarray:
-    """Grad-CAM at block `upto` - 1 from its tokens and jax.grad of sum_b score(logits)_b,
-    without fer_jax's capture: (B, H, W), min-max, ReLU, bilinear (half-pixel) as the
-    engine documents."""
-    feats = net.apply(variables, images, upto, method=TokenNet.tokens)
-    grads = jax.grad(lambda t: jnp.sum(score(net.apply(variables, t, upto,
-                                                       method=TokenNet.logits_from))))(feats)
-    f, g = np.asarray(tokens_to_grid(feats)), np.asarray(tokens_to_grid(grads))
+def grad_cam_by_hand(features: jnp.ndarray, logits_of: Callable, score: Callable,
+                     size: Tuple[int, int], grid: Callable = lambda a: a) -> np.ndarray:
+    """Grad-CAM without fer_jax's capture: F = grid(features), G = grid(jax.grad of
+    sum_b score(logits_of(features))_b); ReLU(sum_c mean_hw(G) F), min-max, bilinear
+    (half-pixel) to `size`, as the engine documents: (B, *size)."""
+    grads = jax.grad(lambda t: jnp.sum(score(logits_of(t))))(features)
+    f, g = np.asarray(grid(features)), np.asarray(grid(grads))
     cam = np.maximum(np.einsum("bhwc,bc->bhw", f, g.mean(axis=(1, 2))), 0.0)
     lo, hi = cam.min(axis=(1, 2), keepdims=True), cam.max(axis=(1, 2), keepdims=True)
     cam = (cam - lo) / (hi - lo)
-    return np.asarray(jax.image.resize(cam, (cam.shape[0],) + images.shape[1:3], "linear"))
+    return np.asarray(jax.image.resize(cam, (cam.shape[0],) + tuple(size), "linear"))
+
+
+def token_grad_cam_by_hand(net, variables, images, score) -> np.ndarray:
+    """Grad-CAM at blocks_0 of TokenNet, its tokens laid out by tokens_to_grid."""
+    tokens = net.apply(variables, images, 1, method=TokenNet.tokens)
+    return grad_cam_by_hand(tokens, lambda t: net.apply(variables, t, 1,
+                                                        method=TokenNet.logits_from),
+                            score, images.shape[1:3], grid=tokens_to_grid)
 
 
 def test_token_model_grad_cam_with_reshape_transform_matches_a_computation_by_hand(token_net):
@@ -265,8 +276,8 @@ def test_token_model_grad_cam_with_reshape_transform_matches_a_computation_by_ha
     classes = jnp.array([0, 2, 4])
     ours = cams.explain_module(net, variables, images, classes, target_layers=["blocks_0"],
                                methods=["gradcam"], reshape_transform=tokens_to_grid)
-    want = grad_cam_by_hand(net, variables, images,
-                            lambda out: jnp.take_along_axis(out, classes[:, None], 1)[:, 0], 1)
+    want = token_grad_cam_by_hand(net, variables, images,
+                                  lambda out: jnp.take_along_axis(out, classes[:, None], 1)[:, 0])
     assert ours["gradcam"].shape == (3, 32, 32)
     np.testing.assert_allclose(np.asarray(ours["gradcam"]), want, atol=1e-4)
 
@@ -278,7 +289,7 @@ def test_custom_target_matches_jax_grad_of_that_target(token_net):
                   reshape_transform=tokens_to_grid)
     classes = jnp.zeros(3, jnp.int32)
     ours = cams.explain_module(net, variables, images, classes, target=two, **kwargs)["gradcam"]
-    want = grad_cam_by_hand(net, variables, images, lambda out: two(out, None), 1)
+    want = token_grad_cam_by_hand(net, variables, images, lambda out: two(out, None))
     np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4)
     # The target matters: the default (logit of class 0) gives another map.
     default = cams.explain_module(net, variables, images, classes, **kwargs)["gradcam"]
@@ -300,6 +311,44 @@ def test_score_cam_and_eigen_cam_run_on_token_layers(token_net):
     from fer_jax.cams.eigen import first_component
     want = fer_maps.upsample_cam(jnp.maximum(first_component(tokens_to_grid(t)), 0), (32, 32))
     np.testing.assert_allclose(np.asarray(out["eigencam"]), np.asarray(want), atol=1e-5)
+
+
+# --- An NNX module through flax.nnx.bridge ------------------------------------------------
+
+class NNXFeatures(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(3, 8, (3, 3), strides=2, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.conv(x))
+
+
+class BridgedNet(nn.Module):
+    """NNX features under a linen parent: the bridged module's output is a layer
+    ("features"); the layers inside the NNX module are not linen modules, so not paths."""
+
+    def setup(self):
+        self.features = bridge.to_linen(NNXFeatures)
+        self.head = nn.Dense(4)
+
+    def logits_from(self, f):
+        return self.head(jnp.mean(f, axis=(1, 2)))
+
+    def __call__(self, x):
+        return self.logits_from(self.features(x))
+
+
+def test_nnx_module_through_the_linen_bridge_matches_a_computation_by_hand():
+    net = BridgedNet()
+    images = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    variables = net.init(jax.random.key(3), images)
+    classes = jnp.array([1, 3])
+    ours = cams.explain_module(net, variables, images, classes, ["features"], ["gradcam"])
+    feats = net.apply(variables, images, method=lambda m, x: m.features(x))
+    want = grad_cam_by_hand(feats, lambda f: net.apply(variables, f, method=BridgedNet.logits_from),
+                            lambda out: jnp.take_along_axis(out, classes[:, None], 1)[:, 0],
+                            images.shape[1:3])
+    np.testing.assert_allclose(np.asarray(ours["gradcam"]), want, atol=1e-4)
 
 
 # --- Errors --------------------------------------------------------------------------------
