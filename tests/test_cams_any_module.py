@@ -285,7 +285,7 @@ def test_token_model_grad_cam_with_reshape_transform_matches_a_computation_by_ha
 def test_custom_target_matches_jax_grad_of_that_target(token_net):
     net, variables, images = token_net
     two = lambda out, classes: out[:, 1] + out[:, 3]   # noqa: E731 (classes unused)
-    kwargs = dict(target_layers=["blocks_0"], methods=["gradcam"],
+    kwargs = dict(target_layers="blocks_0", methods=["gradcam"],   # one layer, a bare string
                   reshape_transform=tokens_to_grid)
     classes = jnp.zeros(3, jnp.int32)
     ours = cams.explain_module(net, variables, images, classes, target=two, **kwargs)["gradcam"]

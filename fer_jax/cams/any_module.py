@@ -172,10 +172,11 @@ def explain_module(module_or_apply: Union[nn.Module, Callable[..., Any]],
     outputs; apply_kwargs: bound to it, e.g. {"train": False} (the module must run in
     eval mode: samples independent, no state updated). images (B, H, W, C) as the
     module takes them; classes (B,) int: the class each map explains.
-    target_layers: module paths ("a/b" or ("a", "b"); module_layers lists them), each
-    output (B, h, w, C), or made so by reshape_transform ((B, N, D) tokens ->
-    (B, h, w, D), applied to the output and its gradient, as pytorch-grad-cam); with
-    several layers each map is min-max scaled, and the maps are averaged and scaled again.
+    target_layers: a sequence of module paths, each "a/b" or ("a", "b"), or one path
+    as a string (module_layers lists them); each layer's output is (B, h, w, C), or
+    made so by reshape_transform ((B, N, D) tokens -> (B, h, w, D), applied to the
+    output and its gradient, as pytorch-grad-cam); with several layers each map is
+    min-max scaled, and the maps are averaged and scaled again.
     methods: names from module_methods() and the sets "paper", "all"; a method that
     needs fer_jax's model contract raises ValueError saying what it needs.
     target(outputs, classes) -> (B,) scores to explain (default: outputs[b, classes[b]]).
@@ -187,6 +188,8 @@ def explain_module(module_or_apply: Union[nn.Module, Callable[..., Any]],
     if apply_kwargs:
         apply_fn = functools.partial(apply_fn, **apply_kwargs)
     view = ModuleView(apply_fn, cam_target=target, reshape_transform=reshape_transform)
+    if isinstance(target_layers, str):   # one layer named alone, not its characters
+        target_layers = [target_layers]
     layers = tuple(dict.fromkeys(layer_name(p) for p in target_layers))
     _check_methods(methods, view)
     _check_layers(layers, view, variables, images)
