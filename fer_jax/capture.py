@@ -95,7 +95,8 @@ def check_layers(layers: Sequence[str], available: Mapping[str, Tuple[int, ...]]
 class Probe(NamedTuple):
     """What one eval-mode forward (and backward) pass read off the model.
 
-    logits (B, K) float32; features {layer: (B, h, w, C) float32};
+    logits (B, K) float32 (the model's outputs, any pytree, each leaf float32);
+    features {layer: (B, h, w, C) float32};
     gradients {layer: d sum_b score_b / d features, same shape} for the layers
     asked for (empty when none); taps {layer: output} of further captured layers.
     """
@@ -105,16 +106,24 @@ class Probe(NamedTuple):
     taps: Dict[str, jnp.ndarray]
 
 
+def class_logit(outputs: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
+    """The default target: (B, K) logits, (B,) int classes -> (B,) logits[b, classes[b]]."""
+    return jnp.take_along_axis(outputs, classes[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
 def probe(apply_fn: Callable, variables: Mapping[str, Any], images: jnp.ndarray,
           classes: jnp.ndarray, feature_layers: Sequence[str], grad_layers: Sequence[str] = (),
-          tap_layers: Sequence[str] = ()) -> Probe:
+          tap_layers: Sequence[str] = (),
+          target: Callable[[Any, jnp.ndarray], jnp.ndarray] = class_logit) -> Probe:
     """One eval-mode forward, and one backward if `grad_layers`, of a batch.
 
     images (B, H, W, 3) normalised; classes (B,) int: the score of sample b is
-    logits[b, classes[b]]. Samples are independent in eval mode, so the gradient
-    of the summed scores gives every sample its own gradient. Gradients are taken
-    by adding zero tensors to the outputs of `grad_layers` (a method interceptor)
-    and differentiating with respect to them: the model is not changed.
+    target(outputs, classes)[b], by default logits[b, classes[b]] (`class_logit`;
+    `Probe.logits` is then whatever the model returns). Samples are independent in
+    eval mode, so the gradient of the summed scores gives every sample its own
+    gradient. Gradients are taken by adding zero tensors to the outputs of
+    `grad_layers` (a method interceptor) and differentiating with respect to them:
+    the model is not changed.
     """
     grad_layers = tuple(grad_layers)
     wanted = tuple(dict.fromkeys(tuple(feature_layers) + grad_layers + tuple(tap_layers)))
@@ -131,8 +140,9 @@ def probe(apply_fn: Callable, variables: Mapping[str, Any], images: jnp.ndarray,
                                      capture_intermediates=capture_filter(wanted))
         inter = state.get("intermediates", {})
         out = {name: captured(inter, name) for name in wanted}
-        picked = jnp.take_along_axis(logits, classes[:, None].astype(jnp.int32), axis=1)
-        return jnp.sum(picked.astype(jnp.float32)), (logits.astype(jnp.float32), out)
+        picked = target(logits, classes)
+        logits = jax.tree.map(lambda a: a.astype(jnp.float32), logits)
+        return jnp.sum(picked.astype(jnp.float32)), (logits, out)
 
     if grad_layers:
         shapes = jax.eval_shape(lambda: forward({})[1][1])

@@ -41,13 +41,17 @@ REFERENCE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _sign_corrected_projection(monkeypatch):
+def sign_correct_eigen_cam(monkeypatch) -> None:
     """Every pytorch-grad-cam module that imported `get_2d_projection` gets the corrected one."""
     for name, module in list(sys.modules.items()):
         if name.startswith("pytorch_grad_cam") and hasattr(module, "get_2d_projection"):
             monkeypatch.setattr(module, "get_2d_projection",
                                 svd_on_activations.get_2d_projection_with_sign_correction)
+
+
+@pytest.fixture(autouse=True)
+def _sign_corrected_projection(monkeypatch):
+    sign_correct_eigen_cam(monkeypatch)
 
 
 def assert_maps_agree(ours: np.ndarray, ref: np.ndarray, what: str) -> None:

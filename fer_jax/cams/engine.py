@@ -133,13 +133,20 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
         if base.GRADIENTS in m.needs:
             grad_layers.extend(n for n in _layers_of(m, model, spec) if n)
     taps = tuple(model.attention_layers) if base.ATTENTION in needs else ()
+    # Optional parts of the contract, set by cams.any_module for modules that are not
+    # fer_jax's: the score to explain, and how a token layer becomes a (B, h, w, C) grid.
+    target = getattr(model, "cam_target", None) or capture.class_logit
     probe = capture.probe(model.apply, variables, images, classes,
                           feature_layers=tuple(dict.fromkeys(feature_layers)),
-                          grad_layers=tuple(dict.fromkeys(grad_layers)), tap_layers=taps)
+                          grad_layers=tuple(dict.fromkeys(grad_layers)), tap_layers=taps,
+                          target=target)
+    reshape = getattr(model, "reshape_transform", None)
+    if reshape is not None:   # as pytorch-grad-cam: the same transform for both
+        probe = probe._replace(features={n: reshape(f) for n, f in probe.features.items()},
+                               gradients={n: reshape(g) for n, g in probe.gradients.items()})
 
     def class_scores(imgs: jnp.ndarray, cls: jnp.ndarray) -> jnp.ndarray:
-        logits = model.apply(variables, imgs, train=False)
-        return jnp.take_along_axis(logits, cls[:, None], axis=1)[:, 0].astype(jnp.float32)
+        return target(model.apply(variables, imgs, train=False), cls).astype(jnp.float32)
 
     size = images.shape[1:3]
     patch = getattr(model, "patch_size", None)
