@@ -36,6 +36,8 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3.5",   # the suite runs on 2 workers (README, Tests)
+            "ruff==0.17.6",         # the linter CI runs (ruff.toml)
             "scikit-image>=0.22",
             # Parity tests against the reference implementations (CPU is enough).
             "torch==2.14.1",

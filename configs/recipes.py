@@ -80,8 +80,8 @@ def vit_finetune(dataset: str, model_name: str, align_weight: float, learning_ra
     return c
 
 
-# The training-time CAM methods of the paper's Table 1 (docs/method.md, "Training-time
-# methods"): the registered methods with paper configs, in registry order.
+# The training-time CAM methods of the paper's Table 1, the registered methods with paper
+# configs, in registry order (docs/method.md, "Training-time methods").
 TRAINING_TIME_METHODS = methods.paper_methods()
 
 

@@ -5,7 +5,6 @@ matter), saves its state dict as `.safetensors`, loads it with
 `fer_jax.weights.load_pretrained` and compares logits and every stage / block
 output in eval mode, fp32, max abs error <= 1e-4.
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -195,8 +195,9 @@ class Options:
         return f"Options({', '.join(f'{k}={v!r}' for k, v in self._values)})"
 
 
-def make_head(kind: str, num_classes: int, options: Options = Options(), hidden: int = 1024,
-              dtype: Any = jnp.float32, name: Optional[str] = None) -> Any:
+def make_head(kind: str, num_classes: int,
+              options: Options = Options(),   # noqa: B008 (immutable, defaults read lazily)
+              hidden: int = 1024, dtype: Any = jnp.float32, name: Optional[str] = None) -> Any:
     """The head of method `kind`. Inside a model's compact method it becomes that model's
     submodule `name`; outside, a top-level module to apply with head params.
     `hidden`: channels of the head's hidden layers, for heads that have any."""
