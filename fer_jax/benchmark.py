@@ -25,7 +25,6 @@ that a speed-up is one division:
   (records only, else null).
 Neither `--input=synthetic` nor `--reference=pytorch` imports TensorFlow.
 """
-import functools
 import json
 import time
 from typing import Any, Callable, Dict, Optional
@@ -125,8 +124,7 @@ def measure(config, steps: int, repeats: int, num_classes: int, input_kind: str 
     del state
 
     def runner(name: str) -> Callable[[int], None]:
-        step = dp.wrap(functools.partial(train.train_step, align_layers=tuple(config.align.layers),
-                                         align_weight=weights[name]), donate_state=True)
+        step = train.wrapped_step(config, dp, align_weight=weights[name])
 
         def run(k: int) -> None:
             for _ in range(k):

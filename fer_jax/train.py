@@ -67,6 +67,20 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def wrapped_step(config: ml_collections.ConfigDict, dp: data_parallel.DataParallel,
+                 align_weight: Optional[float] = None, donate_state: bool = True) -> Callable:
+    """The training step as training runs it, placed by `dp` (pmap or shard_map):
+    (replicated state, sharded batch) -> (state, metrics). The one place that binds
+    `train_step` to a config (alignment, seed, CutMix), so that what benchmark.py times
+    is what training runs. align_weight: override config.align.weight (benchmark's
+    without-alignment case)."""
+    weight = float(config.align.weight if align_weight is None else align_weight)
+    return dp.wrap(functools.partial(
+        train_step, align_layers=tuple(config.align.layers), align_weight=weight,
+        seed=config.train.seed, cutmix_prob=float(config.train.cutmix_prob),
+        cutmix_beta=float(config.train.cutmix_beta)), donate_state=donate_state)
+
+
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
                align_layers: Sequence[str], align_weight: float, seed: int = 0,
                cutmix_prob: float = 0.0, cutmix_beta: float = 1.0,
@@ -197,11 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if config.train.max_steps_per_run:
         stop_step = min(num_steps, start_step + config.train.max_steps_per_run)
 
-    step_fn = dp.wrap(functools.partial(
-        train_step, align_layers=tuple(config.align.layers),
-        align_weight=float(config.align.weight), seed=config.train.seed,
-        cutmix_prob=float(config.train.cutmix_prob),
-        cutmix_beta=float(config.train.cutmix_beta)), donate_state=True)
+    step_fn = wrapped_step(config, dp)
     batches = input_pipeline.train_batches(builder, config, dp.shard_ids, dp.num_devices,
                                            start_step)
     writer = None

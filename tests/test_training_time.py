@@ -5,7 +5,6 @@ Kept to one compact test (width 2, 32 px, 2 steps, 2 faithfulness steps, one CAM
 method) because the suite must stay within minutes on 2 cores. Parameters come
 from NumPy (test_wsol.random_variables): compiling `model.init` costs a minute there.
 """
-import functools
 
 import jax
 import numpy as np
@@ -47,9 +46,7 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
     state = train.TrainState.create(apply_fn=model.apply, params=v["params"],
                                     batch_stats=v.get("batch_stats", {}), tx=optax.adam(1e-3))
     dp = data_parallel.DataParallel(spmd=config.spmd)
-    step = dp.wrap(functools.partial(
-        train.train_step, align_layers=config.align.layers, align_weight=config.align.weight,
-        seed=0, cutmix_prob=config.train.cutmix_prob, cutmix_beta=config.train.cutmix_beta))
+    step = train.wrapped_step(config, dp, donate_state=False)
     # The train split's first batches, unaugmented (augmentation is input_pipeline's test).
     batches, _ = input_pipeline.eval_batches(builder, config, "train", dp.num_local_devices,
                                              config.train.batch_size)
