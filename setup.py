@@ -38,6 +38,7 @@ setuptools.setup(
             "pytest>=7",
             "pytest-xdist>=3.5",   # the suite runs on 2 workers (README, Tests)
             "ruff==0.17.6",         # the linter CI runs (ruff.toml)
+            "mypy==2.4.1",          # the type checker CI runs (mypy.ini)
             "scikit-image>=0.22",
             # Parity tests against the reference implementations (CPU is enough).
             "torch==2.14.1",

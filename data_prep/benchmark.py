@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Dict
 
 from absl import app, flags
 import cv2
@@ -94,7 +95,7 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
     for _ in parallel.ordered_map(face_records.RecordMaker(photos), tasks, workers):
         pass
     photos_s = time.perf_counter() - start
-    sources = {}
+    sources: Dict[str, int] = {}
     for r in records:
         sources[r.example["landmark_source"]] = sources.get(r.example["landmark_source"], 0) + 1
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from absl import app, flags, logging
 import tensorflow_datasets as tfds
@@ -36,7 +36,7 @@ def _make_builder(name: str, data_dir: str, workers: Optional[int],
                   config: Optional[tfds.core.BuilderConfig]) -> tfds.core.DatasetBuilder:
     base = _split_name(name)
     cls = builders.BUILDERS[base]
-    kwargs = {"data_dir": data_dir}
+    kwargs: Dict[str, Any] = {"data_dir": data_dir}
     if issubclass(cls, face_records.FaceRecordsBuilder):
         kwargs["workers"] = workers
     if config is not None:

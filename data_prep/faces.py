@@ -15,7 +15,7 @@ training (the TFDS builders) and serving (fer_jax.predict), in NumPy/OpenCV.
 import dataclasses
 import io
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -404,7 +404,7 @@ def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bo
         photo.preview = rgb if shrink >= 1 else cv2.resize(
             rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
             interpolation=cv2.INTER_AREA)
-    boxes: List[Optional[Box]] = find_faces(rgb, max_faces) if detect else [None]
+    boxes: Sequence[Optional[Box]] = find_faces(rgb, max_faces) if detect else [None]
     if not boxes:
         photo.status, photo.reason = "no_face", "no face found (try --no_detect for face crops)"
         return photo
@@ -416,8 +416,12 @@ def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bo
         marks = landmarks.locate(crop, detected_box=detected)
         # Pixel centres: decoded x = (file x + 0.5) * scale - 0.5.
         file_points = (transform.file_points(marks.points) + 0.5) / np.float32(scale) - 0.5
-        photo.faces.append(PreparedFace(i, None if box is None else tuple(
-            v / scale for v in box), crop, marks.points, marks.source, file_points))
+        file_box: Optional[Box] = None
+        if box is not None:
+            x0, y0, x1, y1 = box
+            file_box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
+        photo.faces.append(PreparedFace(i, file_box, crop, marks.points, marks.source,
+                                        file_points))
     return photo
 
 

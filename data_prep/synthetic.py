@@ -10,7 +10,7 @@ lighting, noise) depends on the identity only, so two expressions of one
 identity differ exactly in the regions the expression's AUs name.
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
@@ -104,10 +104,16 @@ class Identity:
     intensity: float         # expression intensity, 0.65..1.0
 
 
+def _rgb(values: Iterable[Any]) -> Colour:
+    """Three channel values (numbers) as a Colour of ints."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
 def _colour(rng: np.random.Generator, lo: float, hi: float, base: Colour) -> Colour:
     """`base` scaled by a random factor in [lo, hi] with a slight per-channel tint."""
     f = rng.uniform(lo, hi) * rng.uniform(0.92, 1.08, 3)
-    return tuple(int(v) for v in np.clip(np.array(base) * f, 0, 255))
+    return _rgb(np.clip(np.array(base) * f, 0, 255))
 
 
 _SKINS = ((255, 219, 190), (235, 190, 150), (200, 150, 110), (150, 100, 70),
@@ -121,10 +127,10 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     """A random identity with random nuisance (consumes a fixed number of draws)."""
     u = rng.uniform
     skin = _colour(rng, 0.85, 1.1, _SKINS[rng.integers(len(_SKINS))])
-    lips = tuple(int(v) for v in np.clip(
+    lips = _rgb(np.clip(
         np.array(skin) * np.array([0.85, 0.5, 0.5]) + np.array([30, 0, 0]), 0, 255))
-    background_colours = (tuple(int(v) for v in rng.integers(0, 256, 3)),
-                          tuple(int(v) for v in rng.integers(0, 256, 3)))
+    background_colours = (_rgb(rng.integers(0, 256, 3)),
+                          _rgb(rng.integers(0, 256, 3)))
     return Identity(
         jaw_height=u(0.64, 0.72), jaw_square=u(0.55, 1.0), forehead=u(0.55, 0.68),
         aspect=u(0.92, 1.08), eye_spacing=u(0.19, 0.22), eye_width=u(0.16, 0.2),
@@ -136,7 +142,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         iris=_colour(rng, 0.8, 1.2, _IRISES[rng.integers(len(_IRISES))]),
         hair=_colour(rng, 0.8, 1.2, _HAIRS[rng.integers(len(_HAIRS))]),
         hair_style=int(rng.integers(4)),
-        clothes=tuple(int(v) for v in rng.integers(0, 256, 3)),
+        clothes=_rgb(rng.integers(0, 256, 3)),
         background=int(rng.integers(4)),
         background_colours=background_colours,
         rotation=u(-15.0, 15.0), scale=u(0.48, 0.62),
@@ -278,7 +284,7 @@ class _Canvas:
 
 def _shade(c: Colour, f: float) -> Colour:
     """Colour c darkened (f < 1) or lightened (f > 1)."""
-    return tuple(int(v) for v in np.clip(np.array(c, float) * f, 0, 255))
+    return _rgb(np.clip(np.array(c, float) * f, 0, 255))
 
 
 def _background(idn: Identity, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,7 @@
 Both read the channel-mean attention of (B, h, w, C) layers captured by name
 (fer_jax.capture), so any model works without change.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +27,14 @@ def alignment_loss(features: Sequence[jnp.ndarray], heatmaps: jnp.ndarray,
     terms = []
     for feats in features:
         att = maps.channel_mean(feats)
-        target = maps.resize_clamped(heatmaps, att.shape[1:], antialias=True)
+        target = maps.resize_clamped(heatmaps, (att.shape[1], att.shape[2]), antialias=True)
         terms.append(jnp.sum(valid * (1.0 - maps.cosine(att, target))) / jnp.maximum(count, 1.0))
-    return sum(terms) / len(terms)
+    # cast: typeshed's sum() says "| Literal[0]" (the start value; there is at least one layer).
+    return cast(jnp.ndarray, sum(terms)) / len(terms)
 
 
 def att_cos(features: jnp.ndarray, heatmaps: jnp.ndarray) -> jnp.ndarray:
     """Per-sample ATT-COS of one layer: (B, h, w, C), (B, H, W) in [0, 1] -> (B,) in [0, 1]."""
-    att = maps.upsample_attention(maps.channel_mean(features), heatmaps.shape[1:])
+    att = maps.upsample_attention(maps.channel_mean(features),
+                                  (heatmaps.shape[1], heatmaps.shape[2]))
     return maps.cosine(att, heatmaps)

@@ -27,7 +27,7 @@ Neither `--input=synthetic` nor `--reference=pytorch` imports TensorFlow.
 """
 import json
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from absl import app, flags
 import numpy as np
@@ -60,7 +60,7 @@ def interleaved(variants: Dict[str, Callable[[int], None]], steps: int, repeats:
     """
     for run in variants.values():
         run(2)
-    times = {name: [] for name in variants}
+    times: Dict[str, List[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, run in variants.items():
             t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def measure_pytorch(config, steps: int, repeats: int, num_classes: int) -> Dict[
     torch.backends.cudnn.benchmark = True
     model, hooked = _timm_model(config, num_classes)
     model = model.to(device, memory_format=torch.channels_last).train()
-    captured = {}
+    captured: Dict[str, Any] = {}
     hooked.register_forward_hook(lambda module, args, out: captured.update(out=out))
     opt = torch.optim.SGD(model.parameters(), lr=config.optim.learning_rate,
                           momentum=config.optim.momentum, nesterov=True,

@@ -195,10 +195,11 @@ def schema() -> Dict[str, Union[Field, dict]]:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in _BASE.items()}
     for option in methods.base.options():
         group, leaf = option.key.split(".")
-        if not isinstance(out.get(group), dict) or leaf in out[group]:
+        fields = out.get(group)
+        if not isinstance(fields, dict) or leaf in fields:
             raise ValueError(f"training-time method option {option.key!r}: the group must "
                              "exist and the key must be new")
-        out[group][leaf] = option.field
+        fields[leaf] = option.field
     return out
 
 

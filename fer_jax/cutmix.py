@@ -12,7 +12,7 @@ The box and the coin are functions of (seed, step): the same on every device, as
 one box per global batch in the reference code. The partners are drawn per device
 among its own samples (key of (seed, step, device)).
 """
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,8 @@ class Box(NamedTuple):
     x1: jnp.ndarray
 
 
-def keys(seed: int, step: jnp.ndarray, device: jnp.ndarray) -> Tuple[jax.Array, jax.Array]:
+def keys(seed: int, step: Union[int, jax.Array], device: Union[int, jax.Array]
+         ) -> Tuple[jax.Array, jax.Array]:
     """(box key shared by every device, partner key of this device) for a step."""
     shared = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _STREAM), step)
     return shared, jax.random.fold_in(shared, device)
@@ -81,6 +82,6 @@ def paste(batch: Dict[str, jnp.ndarray], box: Box, partners: jnp.ndarray
 def mix(batch: Dict[str, jnp.ndarray], box_key: jax.Array, partner_key: jax.Array,
         prob: float, beta: float) -> Tuple[Dict[str, jnp.ndarray], jnp.ndarray, jnp.ndarray]:
     """CutMix of this device's batch: `draw_box`, a random permutation, `paste`."""
-    box = draw_box(box_key, batch["image"].shape[1:3], prob, beta)
+    box = draw_box(box_key, (batch["image"].shape[1], batch["image"].shape[2]), prob, beta)
     partners = jax.random.permutation(partner_key, batch["image"].shape[0])
     return paste(batch, box, partners)

@@ -54,9 +54,11 @@ class DataParallel:
         if self.spmd:
             sharding = NamedSharding(self.mesh, P())
             # From each process's own copy: works when the mesh spans processes.
+            # (mypy cannot infer a lambda with a default argument: a false positive.)
             return jax.tree.map(lambda x: x if _placed(x, sharding) else
                                 jax.make_array_from_callback(
-                                    np.shape(x), sharding, lambda idx, x=x: np.asarray(x)[idx]),
+                                    np.shape(x), sharding,
+                                    lambda idx, x=x: np.asarray(x)[idx]),  # type: ignore[misc]
                                 tree)
         n = self.num_local_devices
         # A leading device axis, slice i placed on local device i, as pmap wants.

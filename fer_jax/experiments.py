@@ -52,6 +52,8 @@ def load_config(spec: str, overrides: Mapping[str, Any]):
         raise errors.ConfigError(f"config file {path!r} does not exist (looked for "
                                         f"{full})")
     module_spec = importlib.util.spec_from_file_location("_grid_config", full)
+    # A config file is a .py file: a known suffix always gets a spec with a loader.
+    assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(arg) if arg else module.get_config()

@@ -20,6 +20,7 @@ run the same command again to continue.
 """
 import os
 import sys
+from typing import Any, Dict
 
 # TensorFlow (input pipeline only) need not announce its CPU kernels (see input_pipeline).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -65,7 +66,7 @@ def initialize_distributed() -> None:
 
     Must run before any device query: JAX fixes the device set at first use.
     """
-    given = {k: FLAGS[k].value for k in _EXPLICIT if FLAGS[k].value is not None}
+    given: Dict[str, Any] = {k: FLAGS[k].value for k in _EXPLICIT if FLAGS[k].value is not None}
     if FLAGS.distributed is False:
         if given:
             raise app.UsageError(f"--nodistributed contradicts --{', --'.join(given)}")

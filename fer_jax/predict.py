@@ -298,6 +298,9 @@ def run_cli(predictor: Predictor, images: str, output: str, pictures: bool = Tru
                 jf.write(json.dumps(row.to_json()) + "\n")
                 writer.writerow(row.csv_row(predictor.class_names))
             if pictures and photo.status == OK:
+                # An "ok" photo has its shape; pictures need a predictor with preview_side > 0
+                # (main sets both from --no_pictures), so the photo has its preview.
+                assert photo.preview is not None and photo.shape is not None
                 plots.prediction_picture(
                     photo.preview, photo.preview.shape[0] / photo.shape[0] * photo.scale, rows,
                     os.path.join(output, "pictures", picture_name(photo.path, images)))

@@ -27,7 +27,7 @@ def write_photos(folder: str, count: int, seed: int = 0) -> None:
     face = skimage.data.astronaut()[40:230, 150:300]          # the face and some hair, 190x150
     os.makedirs(folder, exist_ok=True)
     for i in range(count):
-        photo = np.empty((480, 640, 3), np.uint8)
+        photo: np.ndarray = np.empty((480, 640, 3), np.uint8)
         photo[:] = rng.integers(40, 220, 3)
         photo = cv2.add(photo, rng.integers(0, 30, photo.shape, dtype=np.uint8))
         h = int(rng.integers(160, 330))

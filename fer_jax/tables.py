@@ -33,8 +33,14 @@ class Run:
     extra: Dict[str, Dict[str, Any]]    # split -> results.json of the extra evaluations
 
     @property
+    def finished(self) -> Dict[str, Any]:
+        """`results` of a finished run: the tables read finished runs only (`build`)."""
+        assert self.results is not None
+        return self.results
+
+    @property
     def weight(self) -> float:
-        return float(self.results["config"]["align"]["weight"])
+        return float(self.finished["config"]["align"]["weight"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,23 +123,23 @@ def _accuracy(split: Optional[str] = None) -> Getter:
 
 def _att_cos(run: Run) -> Optional[float]:
     """ATT-COS of the first aligned layer (the paper's: the last stage, "layer 5")."""
-    return run.results["att_cos"].get(run.results["aligned_layers"][0])
+    return run.finished["att_cos"].get(run.finished["aligned_layers"][0])
 
 
 def _att_cos_of(layer: str) -> Getter:
-    return lambda run: run.results["att_cos"].get(layer)
+    return lambda run: run.finished["att_cos"].get(layer)
 
 
 def _att_cos_aligned(run: Run) -> Optional[float]:
     """Mean ATT-COS over the aligned layers (undefined when nothing is aligned)."""
     if run.weight == 0:
         return None
-    values = [run.results["att_cos"].get(n) for n in run.results["aligned_layers"]]
+    values = [run.finished["att_cos"].get(n) for n in run.finished["aligned_layers"]]
     return None if None in values else sum(values) / len(values)
 
 
 def _cam_score(method: str, key: str) -> Getter:
-    return lambda run: run.results["cams"].get(method, {}).get(key)
+    return lambda run: run.finished["cams"].get(method, {}).get(key)
 
 
 def _per_method_columns(method: str) -> List[Column]:
@@ -173,7 +179,7 @@ def _row_methods(runs: Sequence[Run]) -> List[str]:
         return list(listed)
     seen: List[str] = []
     for r in runs:
-        seen += [m for m in r.results["cam_methods"] if m not in seen]
+        seen += [m for m in r.finished["cam_methods"] if m not in seen]
     return seen
 
 
@@ -228,7 +234,7 @@ def lambda_sweep(runs: Sequence[Run], method: str) -> Table:
 
 def layer_ablation(runs: Sequence[Run], method: str) -> Table:
     """One row per set of aligned layers (lambda = 0: none), in grid order."""
-    cam_layer = runs[0].results["cam_layer"]
+    cam_layer = runs[0].finished["cam_layer"]
     cam_cos, pointing, deletion, insertion = _per_method_columns(method)
     columns = [CL, cam_cos, Column("ATT-COS aligned ↑", "ATT-COS aligned", _att_cos_aligned),
                Column(f"ATT-COS {cam_layer} ↑", f"ATT-COS {cam_layer}", _att_cos_of(cam_layer)),
@@ -321,7 +327,7 @@ def build(runs: Sequence[Run]) -> Table:
     table.title = f"{first['grid']}: {first['description']}"
     expected = first.get("grid_cells", [r.record["name"] for r in runs])
     missing = [n for n in expected if n not in {r.record["name"] for r in done}]
-    seconds = sum(r.results.get("train", {}).get("seconds") or 0.0 for r in done)
+    seconds = sum(r.finished.get("train", {}).get("seconds") or 0.0 for r in done)
     table.notes.append(f"{len(done)} of {len(expected)} cells finished"
                        + (f"; missing: {', '.join(missing)}" if missing else "")
                        + f". Training time, summed over the cells: {seconds / 60:.1f} min.")

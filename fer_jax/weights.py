@@ -295,7 +295,8 @@ def save(variables: Mapping[str, Any], path: str, model_name: str) -> None:
     arrays[FORMAT_KEY] = np.asarray(_FORMAT_VERSION)
     arrays[MODEL_KEY] = np.asarray(model_name)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, **arrays)
+    # numpy's stubs match **arrays against savez's keyword allow_pickle: a false positive.
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def load(path: str) -> Tuple[Variables, str]:

@@ -109,6 +109,8 @@ put ONE of the two releases in --manual_dir=DIR:
 
     def _split_tasks(self, root: str) -> Dict[str, List[face_records.FaceTask]]:
         layout = _layout(root)
+        # check_manual_dir (missing_manual_files) ran first: the layout is complete.
+        assert layout is not None
         if layout == "npy":
             return {split: self._npy_tasks(root, split) for split in NPY_SPLITS}
         return {split: self._csv_tasks(root, layout, split) for split in CSV_SPLITS}

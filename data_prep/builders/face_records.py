@@ -97,7 +97,10 @@ def make_record(task: FaceTask, settings: RecordSettings) -> Record:
     except faces.UnreadableImage as e:
         return Record(task.key, skipped=str(e))
     size = settings.image_size
-    file_box = None if task.box is None else tuple(v * scale for v in task.box)
+    file_box: Optional[Box] = None
+    if task.box is not None:
+        x0, y0, x1, y1 = task.box
+        file_box = (x0 * scale, y0 * scale, x1 * scale, y1 * scale)
     face_box = detected = None
     if file_box is not None:
         # A dataset's own box is always the crop (RAF-DB's protocol, AffectNet's crops).
@@ -219,7 +222,9 @@ def list_images(folder: str) -> List[str]:
 
 # --- Builder base ------------------------------------------------------------
 
-class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+# tfds's registration keyword is invisible to mypy (its __init_subclass__ is untyped).
+class FaceRecordsBuilder(tfds.core.GeneratorBasedBuilder,
+                         skip_registration=True):  # type: ignore[call-arg]
     """Base of builders whose examples come from face image files via `make_record`.
 
     Subclasses define `missing_manual_files(root)`, `_record_settings()` and

@@ -142,7 +142,7 @@ def _class_folders(root: str) -> List[Tuple[Optional[str], str, str]]:
     if not top:
         raise ValueError(f"{root}/<class>/ folders (found none)")
     if all(canonical_split(d) for d in top) and not any(canonical_class(d) for d in top):
-        found = []
+        found: List[Tuple[Optional[str], str, str]] = []
         for split_dir in top:
             classes = _subdirs(os.path.join(root, split_dir))
             bad = [c for c in classes if canonical_class(c) is None]
@@ -150,8 +150,10 @@ def _class_folders(root: str) -> List[Tuple[Optional[str], str, str]]:
                 raise ValueError(
                     f"{os.path.join(root, split_dir)}/: folders {bad or '(none)'} are not "
                     f"expression names; accepted: {sorted(CLASS_ALIASES)}")
-            found += [(canonical_split(split_dir), f"{split_dir}/{c}", canonical_class(c))
-                      for c in classes]
+            for c in classes:
+                expression = canonical_class(c)
+                assert expression is not None   # `bad` is empty
+                found.append((canonical_split(split_dir), f"{split_dir}/{c}", expression))
         return found
     bad = [d for d in top if canonical_class(d) is None]
     if bad:
@@ -159,4 +161,9 @@ def _class_folders(root: str) -> List[Tuple[Optional[str], str, str]]:
             f"{root}/: folders {bad} are not expression names; accepted: "
             f"{sorted(CLASS_ALIASES)} (or split folders {sorted(SPLIT_ALIASES)} "
             "each holding class folders)")
-    return [(None, d, canonical_class(d)) for d in top]
+    found = []
+    for d in top:
+        expression = canonical_class(d)
+        assert expression is not None   # `bad` is empty
+        found.append((None, d, expression))
+    return found

@@ -6,7 +6,7 @@ Labels 1..7 of `list_patition_label.txt` are mapped to fer_jax's canonical order
 """
 import dataclasses
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List, Tuple
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -63,7 +63,7 @@ extract the "basic" part so that --manual_dir=DIR holds:
 
     @classmethod
     def missing_manual_files(cls, root: str, config: RafdbConfig) -> List[str]:
-        needed = [(LABEL_FILE, os.path.isfile)]
+        needed: List[Tuple[str, Callable[[str], bool]]] = [(LABEL_FILE, os.path.isfile)]
         if config.aligned:
             needed.append((ALIGNED_DIR + "/", os.path.isdir))
         else:

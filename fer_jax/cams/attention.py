@@ -20,16 +20,21 @@ def _patch_row(row: jnp.ndarray, grid: tuple) -> jnp.ndarray:
 
 
 def rollout(x: base.LayerInputs) -> jnp.ndarray:
+    # attention is declared in `needs`; grid is set for every ViT (needs_attention).
+    assert x.attention is not None and x.grid is not None
     joint = None
     for probs in x.attention:
         a = jnp.mean(probs.astype(jnp.float32), axis=1)            # (B, N, N)
         a = 0.5 * a + 0.5 * jnp.eye(a.shape[-1], dtype=a.dtype)
         a = a / jnp.sum(a, axis=-1, keepdims=True)
         joint = a if joint is None else jnp.einsum("bij,bjk->bik", a, joint)
+    assert joint is not None   # a ViT has at least one attention block
     return _patch_row(joint[:, 0], x.grid)
 
 
 def cls_attention(x: base.LayerInputs) -> jnp.ndarray:
+    # attention is declared in `needs`; grid is set for every ViT (needs_attention).
+    assert x.attention is not None and x.grid is not None
     last = jnp.mean(x.attention[-1].astype(jnp.float32), axis=1)    # (B, N, N)
     return _patch_row(last[:, 0], x.grid)
 

@@ -11,7 +11,7 @@ CAM, the raw map is min-max normalised (docs/method.md, "Training-time methods")
 A method's record (fer_jax.methods) names its map (`cam_method`); a new head
 method registers its map with `head_map_method`.
 """
-from typing import Any, Callable, FrozenSet, Optional
+from typing import Any, Callable, FrozenSet, Optional, cast
 
 import jax.numpy as jnp
 
@@ -30,12 +30,19 @@ def _requires_head(name: str) -> Callable[[Any], Optional[str]]:
 
 def head_class_map(x: base.LayerInputs) -> jnp.ndarray:
     """The head's own map of the target class at the cam layer: (B, h, w)."""
+    # Declared in `needs` (features, head_maps) or always set (classes): the engine fills them.
+    assert x.head_maps is not None and x.features is not None and x.classes is not None
     return x.head_maps(x.features, x.classes)
 
 
 def ts_cam(x: base.LayerInputs) -> jnp.ndarray:
     """Semantic map of the class x the class token's attention to the patches: (B, h, w)."""
-    attention = sum(jnp.mean(p.astype(jnp.float32), axis=1)[:, 0, 1:] for p in x.attention)
+    # Declared in `needs` (attention, features, head_maps) or always set (classes).
+    assert x.attention is not None and x.head_maps is not None
+    assert x.features is not None and x.classes is not None
+    # cast: typeshed's sum() of arrays says "| Literal[0]" (the start value, never returned here).
+    attention = cast(jnp.ndarray, sum(jnp.mean(p.astype(jnp.float32), axis=1)[:, 0, 1:]
+                                      for p in x.attention))
     semantic = x.head_maps(x.features, x.classes)
     return semantic * attention.reshape(semantic.shape)
 
@@ -65,7 +72,8 @@ base.register(head_map_method(
 def builtin_method(model: Any) -> Optional[str]:
     """The registry name of the map `model` builds in: its training-time head's (the method's
     `cam_method`), "cam" for a GAP head (also ADL and CutMix), else None."""
-    method = methods.REGISTRY.get(getattr(model, "head", None))
+    head = getattr(model, "head", None)
+    method = methods.REGISTRY.get(head) if head is not None else None
     if method is not None and method.head is not None:
         return method.cam_method
     return "cam" if getattr(model, "gap_head", False) else None

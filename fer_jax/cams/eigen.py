@@ -49,6 +49,7 @@ def first_component(weighted: jnp.ndarray) -> jnp.ndarray:
 
 def eigen_cam(x: base.LayerInputs) -> jnp.ndarray:
     """The layer's first principal component (class-agnostic; no gradients)."""
+    assert x.features is not None   # declared in `needs`: the engine fills it
     return first_component(x.features)
 
 

@@ -16,7 +16,7 @@ methods, attention probabilities), then computes each method's map:
 Everything is jittable; the evaluation step runs it per device.
 """
 import dataclasses
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -148,7 +148,7 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
     def class_scores(imgs: jnp.ndarray, cls: jnp.ndarray) -> jnp.ndarray:
         return target(model.apply(variables, imgs, train=False), cls).astype(jnp.float32)
 
-    size = images.shape[1:3]
+    size = (images.shape[1], images.shape[2])
     patch = getattr(model, "patch_size", None)
     grid = (size[0] // patch, size[1] // patch) if patch else None
     head = variables["params"][model.head_name]["kernel"] if base.HEAD in needs else None
@@ -171,8 +171,9 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
             if m.relu:
                 raw = jnp.maximum(raw, 0.0)
             per_layer.append(maps.upsample_cam(raw, size))
+        # cast: typeshed's sum() says "| Literal[0]" (the start value; per_layer is never empty).
         out[m.name] = per_layer[0] if len(per_layer) == 1 else maps.min_max(
-            sum(per_layer) / len(per_layer))
+            cast(jnp.ndarray, sum(per_layer)) / len(per_layer))
     for alias, original in spec.same_as:
         out[alias] = out[original]
     return out, probe

@@ -11,6 +11,9 @@ from fer_jax.cams import base
 
 def class_activation_weights(inputs: base.LayerInputs) -> jnp.ndarray:
     """(B, h, w, C) features, (C, K) kernel, (B,) classes -> (B, h, w, C) contributions."""
+    # Declared in `needs` (features, head) or always set (classes): the engine fills them.
+    assert inputs.features is not None and inputs.head_kernel is not None
+    assert inputs.classes is not None
     weights = jnp.take(inputs.head_kernel.astype(jnp.float32), inputs.classes, axis=1).T
     return inputs.features * weights[:, None, None, :]
 

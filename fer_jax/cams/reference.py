@@ -14,6 +14,7 @@ _RANDOM_SEED = 20240200   # fixed: reference rows must not change between runs
 
 
 def random_map(x: base.LayerInputs) -> jnp.ndarray:
+    assert x.images is not None and x.sample_ids is not None   # the engine always sets both
     b, h, w = x.images.shape[:3]
     key = jax.random.key(_RANDOM_SEED)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(x.sample_ids.astype(jnp.uint32))
@@ -21,6 +22,7 @@ def random_map(x: base.LayerInputs) -> jnp.ndarray:
 
 
 def centre_map(x: base.LayerInputs) -> jnp.ndarray:
+    assert x.images is not None   # the engine always sets it
     b, h, w = x.images.shape[:3]
     ys = (jnp.arange(h, dtype=jnp.float32) - (h - 1) / 2.0) / (0.25 * h)
     xs = (jnp.arange(w, dtype=jnp.float32) - (w - 1) / 2.0) / (0.25 * w)

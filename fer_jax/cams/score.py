@@ -77,6 +77,11 @@ def score_cam(x: base.LayerInputs, corner_aligned: bool = True) -> jnp.ndarray:
     normalised to [0, 1]. Forwards of at most `score_batch` images each.
     """
     feats, images, classes = x.features, x.images, x.classes
+    class_scores = x.class_scores
+    # features and class_scores (FORWARDS) are declared in `needs`, images and classes are
+    # always set: the engine fills all four.
+    assert feats is not None and images is not None and classes is not None
+    assert class_scores is not None
     b, h, w, c = feats.shape
     size = images.shape[1:3]
     n = b * c                                   # (image, channel) pairs, p = image * C + channel
@@ -103,7 +108,7 @@ def score_cam(x: base.LayerInputs, corner_aligned: bool = True) -> jnp.ndarray:
         lo = jnp.min(up, axis=(1, 2), keepdims=True)
         hi = jnp.max(up, axis=(1, 2), keepdims=True)
         masks = jnp.where(pair[:, None, None], (up - lo) / (hi - lo + MASK_EPS), 0.0)
-        got = x.class_scores(images[image] * masks[..., None], classes[image])
+        got = class_scores(images[image] * masks[..., None], classes[image])
         return jax.lax.dynamic_update_slice(scores, got.astype(jnp.float32), (i * chunk,))
 
     trips = (needed + chunk - 1) // chunk

@@ -108,6 +108,8 @@ class Stage(nn.Module):
                 features=self.features, strides=self.strides if i == 0 else 1,
                 conv=self.conv, norm=self.norm, name=f"block{i}")(x)
             for method in inserts:
+                # `inserts` names insert methods only (methods.base.inserts_on, "adl").
+                assert method.insert is not None
                 if i in {j % self.num_blocks for j in method.insert.after.get(self.number, ())}:
                     x = method.insert.layer(self.options, f"{method.name}{i}")(x, train)
         return x
@@ -196,6 +198,7 @@ def _timm_resnet(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mappe
                  w.T if w.ndim == 2 else w)]
     m = re.fullmatch(r"(bn1|layer(\d)\.(\d+)\.(bn\d|downsample\.1))\.(\w+)", key)
     if m and m.group(5) in registry.BN_LEAVES:
+        module: Tuple[str, ...]
         if m.group(1) == "bn1":
             module = ("stem", "bn")
         else:
@@ -224,7 +227,9 @@ def _timm_model(config: Any, num_classes: int) -> Tuple[Any, Dict[str, Any]]:
                               channels=tuple(w * 2 ** i for i in range(4)))
     if config.model.large_maps:  # fer_jax: stride 1 in stage3 and stage4, no dilation
         for stage in (model.layer3, model.layer4):
-            for conv in stage[0].modules():  # the strided 3x3 conv and the shortcut
+            # The strided 3x3 conv and the shortcut. (type: ignore: torch's stubs type a
+            # submodule attribute as Tensor | Module, a false positive.)
+            for conv in stage[0].modules():  # type: ignore[index, union-attr]
                 if getattr(conv, "stride", None) == (2, 2):
                     conv.stride = (1, 1)
     return model, {f"stage{i}": getattr(model, f"layer{i}") for i in range(1, 5)}

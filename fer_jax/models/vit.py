@@ -17,7 +17,7 @@ gradient-based CAMs see a non-zero gradient.
 """
 import functools
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -36,8 +36,8 @@ Dtype = Any
 
 def resample_pos_embed(
     pos_embed: jax.Array,
-    new_grid: Tuple[int, int],
-    old_grid: Tuple[int, int],
+    new_grid: Sequence[int],
+    old_grid: Sequence[int],
     method: str = "bicubic",
     antialias: bool = True,
 ) -> jax.Array:
@@ -283,7 +283,7 @@ class ViT(nn.Module):
         b = x.shape[0]
         x = nn.Conv(self.embed_dim, (self.patch_size,) * 2, (self.patch_size,) * 2,
                     padding="VALID", dtype=self.dtype, name="patch_embed")(x.astype(self.dtype))
-        grid_hw = x.shape[1:3]
+        grid_hw = (x.shape[1], x.shape[2])
         tokens = x.reshape(b, grid_hw[0] * grid_hw[1], self.embed_dim)
 
         gh, gw = self.pos_grid
@@ -390,7 +390,7 @@ def _timm_vit(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
             kernel = kernel.reshape(target)
         return [(attn + ("out", "kernel"), kernel)]
     # attn.qkv: rows are [q; k; v], each (heads * head_dim) with heads outermost.
-    out = []
+    out: List[Tuple[registry.Key, Any]] = []
     for name, part in zip(("query", "key", "value"), np.split(w, 3, axis=0)):
         target = shape_of(attn + (name, "kernel"))
         if leaf == "weight":
@@ -402,7 +402,7 @@ def _timm_vit(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
     return out
 
 
-_GOOGLE_BLOCK_MODULES = {
+_GOOGLE_BLOCK_MODULES: Dict[str, Tuple[str, ...]] = {
     "LayerNorm_0": ("norm1",), "LayerNorm_2": ("norm2",),
     "MlpBlock_3/Dense_0": ("mlp", "fc1"), "MlpBlock_3/Dense_1": ("mlp", "fc2"),
     **{f"MultiHeadDotProductAttention_1/{n}": ("attn", n) for n in ("query", "key", "value", "out")},
@@ -450,6 +450,8 @@ def _settings_from_params(model_config: Any, params: Mapping[str, Any],
                           constructor: Callable[..., ViT]) -> None:
     if "pos_embed" in params:
         grid = int(round((params["pos_embed"].shape[1] - 1) ** 0.5))
+        # Every ViT backbone's constructor is a functools.partial of ViT (VIT_MODELS).
+        assert isinstance(constructor, functools.partial)
         model_config.vit_pos_size = grid * constructor.keywords["patch_size"]
 
 
@@ -463,7 +465,8 @@ def _timm_model(config: Any, num_classes: int) -> Tuple[Any, Dict[str, Any]]:
     model = timm.create_model(f"{name}_224", num_classes=num_classes,
                               img_size=config.dataset.image_size,
                               global_pool="avg" if config.model.vit_head == "gap" else "token")
-    return model, {f"block{i}": b for i, b in enumerate(model.blocks)}
+    # torch's stubs type a submodule attribute as Tensor | Module: a false positive.
+    return model, {f"block{i}": b for i, b in enumerate(model.blocks)}  # type: ignore[arg-type]
 
 
 FAMILY = registry.register_family(registry.Family(
