@@ -19,7 +19,7 @@ import jax
 class Watch:
     """Context manager: while inside, SIGTERM asks training to stop at a clean step."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._requested = False
         self._previous: Optional[Any] = None
         self._installed = False
