@@ -12,7 +12,6 @@ files out in the grid's layout:
 import dataclasses
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from configs import recipes
 from fer_jax import methods
 
 LAYOUTS = ("paper_table", "lambda_sweep", "layer_ablation", "seeds")
@@ -144,7 +143,7 @@ def _grids() -> Dict[str, Grid]:
              "ResNet-18/16, 6 epochs (TS-CAM: ViT patch 8, 5 epochs): every method without "
              "and with AU guidance (lambda 4)",
              tuple(paper_table(_MINIATURE, f"{_MINIATURE}:{{}}".format,
-                               recipes.TRAINING_TIME_METHODS,
+                               methods.paper_methods(),
                                {"eval.cam_methods": PAPER_POSTHOC + ("random", "centre")}))),
         Grid("lambda_sweep_synthetic", "lambda_sweep", "synthetic_faces/small, the miniature "
              "model + CAM: lambda in " + ", ".join(f"{w:g}" for w in SWEEP_LAMBDAS),

@@ -263,3 +263,53 @@ def test_the_import_graph_has_no_cycle():
     assert "fer_jax.cams" in graph["fer_jax.config_schema"]
     assert "fer_jax.errors" in graph["fer_jax.cams.base"]
     assert find_cycle(graph) == []
+
+
+# The layers of the code, top to bottom (README, "Layout"): a module may import its own
+# layer and the ones below it, never one above, even lazily. data_prep is the offline
+# stage, below everything: fer_jax calls it, it never calls fer_jax.
+LAYERS = (
+    ("configs",),
+    ("fer_jax.main", "fer_jax.experiments", "fer_jax.tables", "fer_jax.grids",
+     "fer_jax.predict", "fer_jax.benchmark", "fer_jax.cam_benchmark",
+     "fer_jax.predict_benchmark", "fer_jax.convert_weights"),            # entry points
+    ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
+    ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
+     "fer_jax.data_parallel", "fer_jax.optim", "fer_jax.preemption", "fer_jax.report",
+     "fer_jax.plots", "fer_jax.weights"),                                 # what a run uses
+    ("fer_jax.cams", "fer_jax.metrics"),
+    ("fer_jax.capture", "fer_jax.alignment"),
+    ("fer_jax.models", "fer_jax.methods"),                                 # the registries
+    ("fer_jax.maps", "fer_jax.cutmix"),                                    # pure functions
+    ("fer_jax.errors", "fer_jax.fields", "fer_jax"),
+    ("data_prep",),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest prefix of `module` that LAYERS names."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        name = ".".join(parts[:n])
+        for i, layer in enumerate(LAYERS):
+            if name in layer:
+                return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def upward_imports(graph: Dict[str, Set[str]]) -> List[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if layer_of(b) < layer_of(a))
+
+
+def test_layer_check_finds_an_upward_import():
+    assert upward_imports({"fer_jax.maps": {"fer_jax.cams.base"}, "fer_jax.cams.base": set()}) \
+        == ["fer_jax.maps -> fer_jax.cams.base"]
+    assert upward_imports({"data_prep.build": {"fer_jax.errors"}, "fer_jax.errors": set()}) \
+        == ["data_prep.build -> fer_jax.errors"]
+
+
+def test_imports_only_go_down_the_layers():
+    """Every module sits in a layer (a new one must be placed), and no import goes up."""
+    graph = import_graph()
+    assert upward_imports(graph) == []
