@@ -90,8 +90,7 @@ def faithfulness_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray
 
 
 def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
-    probs = jax.nn.softmax(logits.astype(jnp.float32))
-    return jnp.take_along_axis(probs, classes[:, None], axis=1)[:, 0]
+    return capture.class_logit(jax.nn.softmax(logits.astype(jnp.float32)), classes)
 
 
 def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
