@@ -361,6 +361,6 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from fer_jax import cli
     _define_flags()
-    app.run(main)
+    cli.run(main)
