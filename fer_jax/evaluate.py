@@ -97,18 +97,18 @@ def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
 
 def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
              dp: data_parallel.DataParallel, class_names: Sequence[str],
-             spatial: Mapping[str, Any], split: Optional[str] = None,
+             spatial: Mapping[str, Any], spec: cams.CamSpec, split: Optional[str] = None,
              progress: bool = True) -> Dict[str, Any]:
     """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
     spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.
+    spec: the CAM methods and layers, built once per run by cam_spec().
     Two passes: every example for accuracy, ATT-COS, CAM-COS and pointing; then
     deletion / insertion on the fixed subset of eval.faithfulness_examples examples
     (their images are kept from the first pass).
     """
     split = split or config.dataset.eval_split
     layers = reported_layers(list(spatial), config.align.layers)
-    spec = cam_spec(model, config.eval, spatial)
     steps = int(config.eval.faithfulness_steps)
     show = progress and jax.process_index() == 0
     step = dp.wrap(functools.partial(eval_step, model=model, att_layers=tuple(layers), spec=spec),
@@ -300,7 +300,7 @@ def _picture_maps(model, variables, images, labels, spec, layer):
 
 
 def write_outputs(results: Dict[str, Any], model: Any, variables: Mapping[str, Any], builder,
-                  config: ml_collections.ConfigDict, spatial: Mapping[str, Any], outdir: str
+                  config: ml_collections.ConfigDict, spec: cams.CamSpec, outdir: str
                   ) -> List[str]:
     """results.json, report.md and the pictures in `outdir`; prints the summary. Process 0 only."""
     os.makedirs(outdir, exist_ok=True)
@@ -308,8 +308,7 @@ def write_outputs(results: Dict[str, Any], model: Any, variables: Mapping[str, A
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=_jsonable)
     written = [path, report.write(results, os.path.join(outdir, "report.md"))]
-    written += write_pictures(model, variables, builder, config, results, outdir,
-                              cam_spec(model, config.eval, spatial))
+    written += write_pictures(model, variables, builder, config, results, outdir, spec)
     print(summary_line(results), flush=True)
     return written
 
@@ -342,8 +341,9 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
     spatial = capture.spatial_layers(restored.model, restored.variables,
                                      (config.dataset.image_size,) * 2 + (3,))
     dp = data_parallel.DataParallel(spmd=config.spmd)
+    spec = cam_spec(restored.model, config.eval, spatial)
     results = evaluate(restored.model, restored.variables, builder, config, dp,
-                       restored.class_names, spatial, split=split)
+                       restored.class_names, spatial, spec, split=split)
     results["checkpoint_step"] = restored.step
     outdir = os.path.abspath(os.path.expanduser(output or workdir))
     old = os.path.join(outdir, RESULTS)
@@ -355,7 +355,7 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
     results["config"] = config.to_dict()
     if jax.process_index() == 0:
         written = write_outputs(results, restored.model, restored.variables, builder, config,
-                                spatial, outdir)
+                                spec, outdir)
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)} in {outdir}.", flush=True)
     return results
 
