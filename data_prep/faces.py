@@ -307,8 +307,8 @@ class InputRule:
     """
     crop: str = FACE_BOX_CROP
     grey: bool = False
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
 
     def __post_init__(self):
         if self.crop not in CROP_RULES:
@@ -326,8 +326,8 @@ class InputRule:
         """Inverse of to_json; missing keys take the defaults (runs made before them)."""
         default = cls()
         return cls(str(info.get("crop", default.crop)), bool(info.get("grey", default.grey)),
-                   tuple(float(v) for v in info.get("mean", default.mean)),  # type: ignore[arg-type]
-                   tuple(float(v) for v in info.get("std", default.std)))  # type: ignore[arg-type]
+                   tuple(float(v) for v in info.get("mean", default.mean)),
+                   tuple(float(v) for v in info.get("std", default.std)))
 
 
 def normalise(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,

@@ -122,6 +122,7 @@ def restore(workdir: str) -> Restored:
     model = models.create_model(config.model, len(class_names))
     size = config.dataset.image_size
     weights_path = os.path.join(workdir, WEIGHTS_FILE)
+    variables: Dict[str, Any]
     if os.path.isfile(weights_path) and not os.path.isdir(os.path.join(workdir, "checkpoints")):
         from fer_jax import weights
         loaded, saved_name = weights.load(weights_path)

@@ -169,7 +169,7 @@ def _inputs(layer: Mapping[str, Any]) -> List[str]:
 
 # Each expected layer's settings: what a shape check cannot see (padding, stride, epsilon).
 _CONV = {"kernel_size": [3, 3], "strides": [1, 1], "use_bias": False, "activation": "linear"}
-_EXPECTED = {
+_EXPECTED: Dict[str, Dict[str, Any]] = {
     "stem_conv": dict(_CONV, padding="valid"),
     "sepconv": dict(_CONV, padding="same", depth_multiplier=1),
     "shortcut_conv": dict(_CONV, kernel_size=[1, 1], strides=[2, 2], padding="same"),
