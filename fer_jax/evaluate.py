@@ -8,13 +8,15 @@ and the pictures (attention.png, cams_<method>.png, confusion.png).
 The per-device `eval_step` returns per-sample numbers; the host aggregates
 them with the padding mask, so every example counts exactly once.
 
-  python -m fer_jax.evaluate --workdir=RUN [--split=test] [--cam_methods=a,b]
-                             [--cam_layers=stage3,stage4] [--output=DIR]
+  python -m fer_jax.evaluate --workdir=RUN [--split=test] [--output=DIR]
+      [--config.eval.cam_methods=a,b] [--config.eval.cam_layers=stage3,stage4]
+      [--config.dataset.data_dir=DIR] [--config.KEY=VALUE ...]
+
+`--config.KEY=VALUE` overrides the run's own config (its run.json), as in fer_jax.main.
 """
 import functools
 import json
 import os
-import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
@@ -23,7 +25,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fer_jax import alignment, cams, capture, config_schema, data_parallel, errors, input_pipeline
+from fer_jax import alignment, cams, capture, config_schema, data_parallel, input_pipeline
 from fer_jax import maps, plots, report
 from fer_jax.metrics import aggregate, classification, faithfulness, localisation
 from fer_jax.models.contract import ExplainableModel
@@ -48,8 +50,9 @@ def cam_spec(model: ExplainableModel, eval_config: ml_collections.ConfigDict,
                          eval_config.score_cam_batch, available_layers=spatial)
 
 
-def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *, model: ExplainableModel,
-              att_layers: Sequence[str], spec: cams.CamSpec) -> Dict[str, Any]:
+def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *,
+              model: ExplainableModel, att_layers: Sequence[str], spec: cams.CamSpec
+              ) -> Dict[str, Any]:
     """Per-sample predictions and AU scores for one device's slice of the batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), label (b,), index (b,).
@@ -94,20 +97,20 @@ def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
     return capture.class_logit(jax.nn.softmax(logits.astype(jnp.float32)), classes)
 
 
-def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
-             dp: data_parallel.DataParallel, class_names: Sequence[str],
-             spatial: Mapping[str, Any], split: Optional[str] = None,
+def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder,
+             config: ml_collections.ConfigDict, dp: data_parallel.DataParallel, class_names: Sequence[str],
+             spatial: Mapping[str, Any], spec: cams.CamSpec, split: Optional[str] = None,
              progress: bool = True) -> Dict[str, Any]:
     """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
     spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.
+    spec: the CAM methods and layers, built once per run by cam_spec().
     Two passes: every example for accuracy, ATT-COS, CAM-COS and pointing; then
     deletion / insertion on the fixed subset of eval.faithfulness_examples examples
     (their images are kept from the first pass).
     """
     split = split or config.dataset.eval_split
     layers = reported_layers(list(spatial), config.align.layers)
-    spec = cam_spec(model, config.eval, spatial)
     steps = int(config.eval.faithfulness_steps)
     show = progress and jax.process_index() == 0
     step = dp.wrap(functools.partial(eval_step, model=model, att_layers=tuple(layers), spec=spec),
@@ -298,8 +301,8 @@ def _picture_maps(model, variables, images, labels, spec, layer):
     return jax.tree.map(np.asarray, out)
 
 
-def write_outputs(results: Dict[str, Any], model: ExplainableModel, variables: Mapping[str, Any], builder,
-                  config: ml_collections.ConfigDict, spatial: Mapping[str, Any], outdir: str
+def write_outputs(results: Dict[str, Any], model: ExplainableModel, variables: Mapping[str, Any],
+                  builder, config: ml_collections.ConfigDict, spec: cams.CamSpec, outdir: str
                   ) -> List[str]:
     """results.json, report.md and the pictures in `outdir`; prints the summary. Process 0 only."""
     os.makedirs(outdir, exist_ok=True)
@@ -307,8 +310,7 @@ def write_outputs(results: Dict[str, Any], model: ExplainableModel, variables: M
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=_jsonable)
     written = [path, report.write(results, os.path.join(outdir, "report.md"))]
-    written += write_pictures(model, variables, builder, config, results, outdir,
-                              cam_spec(model, config.eval, spatial))
+    written += write_pictures(model, variables, builder, config, results, outdir, spec)
     print(summary_line(results), flush=True)
     return written
 
@@ -326,24 +328,24 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
     """Evaluates the latest checkpoint of a (finished or interrupted) run, without training.
 
     overrides: {"eval.cam_methods": (...), "dataset.data_dir": ..., ...} applied to
-    the run's config. Writes results.json, report.md and pictures to `output`
-    (default: the workdir; an existing results.json there keeps its `train`).
+    the run's config (a key it lacks is a ConfigError naming the valid ones). Writes
+    results.json, report.md and pictures to `output` (default: the workdir; an existing
+    results.json there keeps its `train`).
     """
     from fer_jax import runs
     workdir = os.path.abspath(os.path.expanduser(workdir))
     config = runs.read(workdir)["config"]
-    for key, value in (overrides or {}).items():
-        group, name = key.split(".")
-        config[group][name] = value
-    config_schema.validate(config)
+    from fer_jax import cli
+    config_schema.validate(cli.apply_overrides(config, overrides or {}))
     input_pipeline.hide_accelerators_from_tf()
     builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
     restored = runs.restore(workdir)
     spatial = capture.spatial_layers(restored.model, restored.variables,
                                      (config.dataset.image_size,) * 2 + (3,))
     dp = data_parallel.DataParallel(spmd=config.spmd)
+    spec = cam_spec(restored.model, config.eval, spatial)
     results = evaluate(restored.model, restored.variables, builder, config, dp,
-                       restored.class_names, spatial, split=split)
+                       restored.class_names, spatial, spec, split=split)
     results["checkpoint_step"] = restored.step
     outdir = os.path.abspath(os.path.expanduser(output or workdir))
     old = os.path.join(outdir, RESULTS)
@@ -355,13 +357,9 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
     results["config"] = config.to_dict()
     if jax.process_index() == 0:
         written = write_outputs(results, restored.model, restored.variables, builder, config,
-                                spatial, outdir)
+                                spec, outdir)
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)} in {outdir}.", flush=True)
     return results
-
-
-def _names(value: str) -> tuple:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def main(argv: Sequence[str]) -> None:
@@ -369,50 +367,26 @@ def main(argv: Sequence[str]) -> None:
     from fer_jax import cli
     cli.start(argv)
     FLAGS = flags.FLAGS
-    overrides: Dict[str, Any] = {}
-    if FLAGS.cam_methods is not None:
-        overrides["eval.cam_methods"] = _names(FLAGS.cam_methods)
-    if FLAGS.cam_layers is not None:
-        overrides["eval.cam_layers"] = _names(FLAGS.cam_layers)
-    for flag in ("aug_smooth", "eigen_smooth", "faithfulness_steps", "faithfulness_examples",
-                 "insertion_blur", "num_plot_images"):
-        if FLAGS[flag].value is not None:
-            overrides[f"eval.{flag}"] = FLAGS[flag].value
-    if FLAGS.batch_size is not None:
-        overrides["eval.batch_size"] = FLAGS.batch_size
-    if FLAGS.data_dir is not None:
-        overrides["dataset.data_dir"] = FLAGS.data_dir
-    try:
-        evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.output, overrides)
-    except (errors.ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    with cli.user_errors():
+        evaluate_run(FLAGS.workdir, FLAGS.split, FLAGS.output, cli.overrides())
 
 
 def _define_flags() -> None:
     from absl import flags
+    from fer_jax import cli
     flags.DEFINE_string("workdir", None, "The run to evaluate (its run.json and checkpoints/).")
     flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval_split).")
     flags.DEFINE_string("output", None, "Where results.json, report.md and pictures go "
                         "(default: the workdir).")
-    flags.DEFINE_string("cam_methods", None, "Comma-separated CAM methods or sets ('paper': the "
-                        "paper's maps and the reference rows, 'all': every method that applies; "
-                        f"default: the run's config). Known: {', '.join(cams.REGISTRY)}.")
-    flags.DEFINE_string("cam_layers", None, "Comma-separated layers of the per-layer CAMs.")
-    flags.DEFINE_boolean("aug_smooth", None, "Test-time augmentation of the CAMs.")
-    flags.DEFINE_boolean("eigen_smooth", None, "First principal component instead of the sum.")
-    flags.DEFINE_integer("faithfulness_steps", None, "Deletion/insertion steps (0 = skip).")
-    flags.DEFINE_integer("faithfulness_examples", None, "Deletion/insertion on a fixed random "
-                         "subset of this many examples (0 = the whole split).")
-    flags.DEFINE_float("insertion_blur", None, "Insertion's start image: blur sigma as a "
-                       "fraction of the side (0 = mean colour, -1 = RISE's blur).")
-    flags.DEFINE_integer("num_plot_images", None, "Faces per picture (0 = no pictures).")
-    flags.DEFINE_integer("batch_size", None, "Global evaluation batch size.")
-    flags.DEFINE_string("data_dir", None, "Where the run's dataset is built, if it moved.")
+    cli.define_config_overrides(
+        "Overrides of the run's config, e.g. --config.eval.cam_methods=all (every method "
+        "that applies; 'paper': the paper's maps and the reference rows; known: "
+        f"{', '.join(cams.REGISTRY)}), --config.eval.cam_layers=stage3,stage4, "
+        "--config.eval.faithfulness_steps=0, --config.dataset.data_dir=DIR (if it moved).")
     flags.mark_flags_as_required(["workdir"])
 
 
 if __name__ == "__main__":
-    from absl import app
+    from fer_jax import cli
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -12,10 +12,9 @@ reads beside results.json.
 - `--shard=i/n` runs only every n-th cell from position i (0-based), so n machines
   share a grid without talking to each other; copy their DIR/<cell> folders together
   for the tables.
-- `--override=KEY=VALUE` (repeatable) applies to every cell, after the cell's own
-  overrides: where a real dataset lies, pretrained weights.
+- `--config.KEY=VALUE` (as in fer_jax.main and fer_jax.evaluate) applies to every
+  cell, after the cell's own overrides: where a real dataset lies, pretrained weights.
 """
-import ast
 import dataclasses
 import importlib.util
 import json
@@ -45,7 +44,7 @@ def load_config(spec: str, overrides: Mapping[str, Any]):
     spec: "PATH" or "PATH:ARG" (as --config of fer_jax.main: get_config(ARG)); PATH is
     relative to the repository root, or absolute.
     """
-    from fer_jax import config_schema, errors
+    from fer_jax import cli, config_schema, errors
     path, _, arg = spec.partition(":")
     full = path if os.path.isabs(path) else os.path.join(ROOT, path)
     if not os.path.exists(full):
@@ -57,34 +56,9 @@ def load_config(spec: str, overrides: Mapping[str, Any]):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     config = module.get_config(arg) if arg else module.get_config()
-    for key, value in overrides.items():
-        *groups, field = key.split(".")
-        node = config
-        for group in groups:
-            if group not in node or not hasattr(node[group], "keys"):
-                raise errors.ConfigError(
-                    f"override {key}={value!r}: no config group {group!r}; valid keys: "
-                    f"{sorted(node.keys())}")
-            node = node[group]
-        if field not in node:
-            raise errors.ConfigError(f"override {key}={value!r}: unknown key {field!r}; "
-                                            f"valid keys: {sorted(node.keys())}")
-        node[field] = tuple(value) if isinstance(value, list) else value
+    cli.apply_overrides(config, overrides)
     config_schema.validate(config)
     return config
-
-
-def parse_override(text: str) -> Tuple[str, Any]:
-    """'KEY=VALUE' -> (KEY, VALUE); VALUE is a Python literal when it parses as one
-    ('0', '("stage3","stage4")', 'True'), else the string itself ('~/data')."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--override={text!r} must be KEY=VALUE, e.g. "
-                         "dataset.data_dir=~/tensorflow_datasets")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def _jsonable(value: Any) -> Any:
@@ -229,7 +203,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         grid = grids.get(FLAGS.grid)
         shard = grids.parse_shard(FLAGS.shard)
-        shared = dict(parse_override(o) for o in FLAGS.override)
+        shared = cli.overrides()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -245,17 +219,18 @@ def main(argv: Sequence[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags
+    from fer_jax import cli
     flags.DEFINE_string("grid", None, f"Grid to run; one of: {', '.join(grids.GRIDS)}.")
     flags.DEFINE_string("out", None, "Folder of the cells' workdirs.")
     flags.DEFINE_string("shard", "0/1", "i/n: run only shard i (0-based) of n.")
-    flags.DEFINE_multi_string("override", [], "KEY=VALUE applied to every cell, e.g. "
-                              "dataset.data_dir=~/tensorflow_datasets (repeatable).")
+    cli.define_config_overrides("Overrides applied to every cell, e.g. "
+                                "--config.dataset.data_dir=~/tensorflow_datasets.")
     flags.DEFINE_boolean("dry_run", False, "List the grid's cells and stop.")
     flags.mark_flags_as_required(["grid"])
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    from absl import app
+    from fer_jax import cli
     _define_flags()
-    app.run(main)
+    cli.run(main)

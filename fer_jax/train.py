@@ -20,9 +20,8 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from fer_jax import alignment, capture, checkpoints, config_schema, cutmix, data_parallel, models
-from fer_jax import optim, preemption
-from fer_jax import methods
+from fer_jax import alignment, capture, checkpoints, config_schema, data_parallel, methods
+from fer_jax import models, optim, preemption
 
 AXIS = data_parallel.AXIS
 
@@ -76,13 +75,13 @@ def wrapped_step(config: ml_collections.ConfigDict, dp: data_parallel.DataParall
     weight = float(config.align.weight if align_weight is None else align_weight)
     return dp.wrap(functools.partial(
         train_step, align_layers=tuple(config.align.layers), align_weight=weight,
-        seed=config.train.seed, cutmix_prob=float(config.train.cutmix_prob),
-        cutmix_beta=float(config.train.cutmix_beta)), donate_state=donate_state)
+        seed=config.train.seed, batch_transform=methods.batch_transform(config)),
+        donate_state=donate_state)
 
 
 def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
                align_layers: Sequence[str], align_weight: float, seed: int = 0,
-               cutmix_prob: float = 0.0, cutmix_beta: float = 1.0,
+               batch_transform: Optional[methods.BatchTransform] = None,
                axis_name: Optional[str] = AXIS) -> Tuple[TrainState, Dict[str, jnp.ndarray]]:
     """One SGD step on this device's slice of the global batch.
 
@@ -93,9 +92,9 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
     index), so a resumed run draws what the uninterrupted one would.
     Training-time methods (docs/method.md, "Training-time methods"): the model
     gets the labels (ACoL erases by them) and ADL draws from the dropout key;
-    CE also covers the extra logits a head sows (ACoL's second branch); with
-    cutmix_prob > 0 the batch is box-mixed first (fer_jax.cutmix) and each CE is
-    lam * CE(label) + (1 - lam) * CE(partner's label).
+    CE also covers the extra logits a head sows (ACoL's second branch); a method's
+    `batch_transform` (CutMix: methods.batch_transform(config)) changes the batch first
+    and each CE is lam * CE(label) + (1 - lam) * CE(partner's label).
     Returns the new state and metrics summed over the global batch.
     """
     psum = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
@@ -103,9 +102,8 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
     dropout_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step),
                                      device)
     partners, lam = batch["label"], None
-    if cutmix_prob > 0:
-        batch, partners, lam = cutmix.mix(batch, *cutmix.keys(seed, state.step, device),
-                                          cutmix_prob, cutmix_beta)
+    if batch_transform is not None:
+        batch, partners, lam = batch_transform(batch, seed, state.step, device)
     aligned = align_weight > 0 and len(align_layers) > 0
     mask = batch["mask"]
     count = jnp.maximum(psum(jnp.sum(mask)), 1.0)
@@ -191,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         model, {"params": state.params, "batch_stats": state.batch_stats}, (size, size, 3))
     capture.check_layers(config.align.layers, layers)
     capture.check_layers((model.cam_layer,), layers, key="model (cam_layer)")
-    evaluate.cam_spec(model, config.eval, layers)   # bad CAM names fail now, not after training
+    spec = evaluate.cam_spec(model, config.eval, layers)   # bad CAM names fail now, not later
 
     if is_main:
         _write_to(workdir, lambda local: [runs.write(
@@ -276,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     data_parallel.sync_processes("evaluate")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     t_eval = time.time()
-    results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers)
+    results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers, spec)
     results["train"] = train_info
     # The scores' cost beside training's (the pictures, a few seconds, come after).
     results["evaluation"] = {"seconds": round(time.time() - t_eval, 2)}
@@ -288,7 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             **{f"test/{metric}/{m}": v for m, scores in results["cams"].items()
                for metric, v in scores.items()}})
         written = _write_to(workdir, lambda local: evaluate.write_outputs(
-            results, model, variables, builder, config, layers, local))
+            results, model, variables, builder, config, spec, local))
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)}, checkpoints/ and "
               f"tensorboard/ in {workdir}.", flush=True)
     return results

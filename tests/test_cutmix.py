@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from fer_jax import cutmix, train
+from fer_jax import config_schema, cutmix, methods, train
 from fer_jax.models import resnet
 from test_wsol import random_variables
 
@@ -93,9 +93,11 @@ def test_train_step_loss_is_lam_weighted_cross_entropy_and_alignment_on_the_mixe
              "valid": (rng.uniform(size=8) > 0.3).astype(np.float32),
              "label": rng.integers(0, 7, 8).astype(np.int32), "mask": np.ones(8, np.float32)}
     seed = 3
+    config = config_schema.defaults()
+    config.train.cutmix_prob, config.train.cutmix_beta = 1.0, 1.0
     _, metrics = jax.jit(lambda s, b: train.train_step(
-        s, b, align_layers=("stage4",), align_weight=2.0, seed=seed, cutmix_prob=1.0,
-        cutmix_beta=1.0, axis_name=None))(state, batch)
+        s, b, align_layers=("stage4",), align_weight=2.0, seed=seed,
+        batch_transform=methods.batch_transform(config), axis_name=None))(state, batch)
     mixed, partners, lam = cutmix.mix(batch, *cutmix.keys(seed, jnp.int32(0), 0), 1.0, 1.0)
     assert 0.0 < float(lam) < 1.0 and not np.array_equal(np.asarray(partners), batch["label"])
     logits, st = jax.jit(lambda v, x: model.apply(

@@ -139,8 +139,9 @@ def test_evaluate_cli_reproduces_a_finished_run_and_selects_methods(trained_run,
     assert again["checkpoint_step"] == 7
     assert "evaluate test" in out.stderr               # the progress bar
     out = evaluate_cli(f"--workdir={workdir}", f"--output={tmp_path / 'two'}",
-                       "--cam_methods=gradcam,layercam", "--cam_layers=stage3,stage4",
-                       "--faithfulness_steps=0", "--num_plot_images=2")
+                       "--config.eval.cam_methods=gradcam,layercam",
+                       "--config.eval.cam_layers=stage3,stage4",
+                       "--config.eval.faithfulness_steps=0", "--config.eval.num_plot_images=2")
     assert out.returncode == 0, out.stderr[-3000:]
     two = json.load(open(tmp_path / "two" / "results.json"))
     assert list(two["cams"]) == ["gradcam", "layercam"] and two["cam_layers"] == ["stage3",
@@ -168,11 +169,15 @@ def test_evaluate_says_what_is_missing(trained_run, tmp_path):
 
 def test_evaluate_cli_ends_a_bad_value_with_one_line_not_a_traceback(trained_run):
     workdir, _ = trained_run
-    out = evaluate_cli(f"--workdir={workdir}", "--cam_methods=gradcam,grad_cam")
+    out = evaluate_cli(f"--workdir={workdir}", "--config.eval.cam_methods=gradcam,grad_cam")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(
         "error: config.eval.cam_methods=('gradcam', 'grad_cam') names an unknown CAM method "
         "'grad_cam'")
+    out = evaluate_cli(f"--workdir={workdir}", "--config.eval.cam_method=gradcam")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "error: --config.eval.cam_method: unknown key 'cam_method' in eval; valid: ['aug_smooth'")
 
 
 def test_unknown_align_layer_fails_listing_valid_layers(tiny_config, tmp_path):

@@ -306,6 +306,51 @@ def test_resize_antialiased_matches_tensorflow_on_non_square_images():
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
 
+def test_grey_input_rule_is_opencvs_grey_scaled_to_minus_one_one():
+    crop, _ = faces.face_crop(fx.astronaut(), fx.FACE_BOX, 64)
+    rule = faces.InputRule(faces.LANDMARKS_CROP, grey=True, mean=(0.5,) * 3, std=(0.5,) * 3)
+    ours = faces.model_input(crop, 64, rule)
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)   # uint8, rounded
+    assert ours.shape == (64, 64, 3) and ours.dtype == np.float32
+    assert np.array_equal(ours[..., 0], ours[..., 1]) and np.array_equal(ours[..., 0], ours[..., 2])
+    # fer's scaling: grey / 255, - 0.5, * 2; OpenCV rounds to whole grey levels (<= 0.5 / 255).
+    np.testing.assert_allclose(ours[..., 0], (grey / 255.0 - 0.5) * 2.0, rtol=0, atol=1.01 / 255)
+
+
+def test_input_rule_checks_its_fields_and_reads_old_runs_as_imagenet_rgb():
+    with pytest.raises(ValueError, match="crop rule 'tight'"):
+        faces.InputRule("tight")
+    rule = faces.InputRule(faces.LANDMARKS_CROP, True, (0.5,) * 3, (0.5,) * 3)
+    assert faces.InputRule.from_json(rule.to_json()) == rule
+    old = faces.InputRule.from_json({})
+    assert (old.crop, old.grey, old.mean, old.std) == (
+        "face_box", False, faces.IMAGENET_MEAN, faces.IMAGENET_STD)
+
+
+def test_landmark_box_is_the_square_on_the_landmarks_with_the_forehead_above():
+    points = np.array([[10, 30], [50, 30], [30, 70], [20, 40]], np.float32)  # w 40, h 40
+    x0, y0, x1, y1 = faces.landmark_box(points, forehead=0.25)
+    # (10, 20, 50, 70) after raising the top by 10: 40 x 50, squared on 50 around its centre.
+    assert (x0, y0, x1, y1) == pytest.approx((5.0, 20.0, 55.0, 70.0))
+
+
+def test_landmarks_crop_rule_cuts_the_tight_square_its_points_map_into():
+    (face,) = faces.prepare_photo(fx.astronaut(), 64, crop_rule=faces.LANDMARKS_CROP).faces
+    assert face.crop.shape == (64, 64, 3) and face.landmark_source == "dlib"
+    # The crop is the landmark box of the face's photo landmarks, and its points are
+    # those landmarks mapped into it (both from the file points, computed here).
+    x0, y0, x1, y1 = faces.landmark_box(face.file_points)
+    expected, transform = faces.crop_resize(fx.astronaut(), (x0, y0, x1, y1), 64)
+    np.testing.assert_array_equal(face.crop, expected)
+    np.testing.assert_allclose(face.points, transform.points(face.file_points), atol=1e-3)
+    # Tight: the astronaut's landmarks are taller (with the forehead) than wide, so the chin
+    # is at the bottom edge and the brows a fifth (0.25 / 1.25) down from the top.
+    w, h = np.ptp(face.file_points, axis=0)
+    assert 1.25 * h > w
+    assert face.points[:, 1].max() == pytest.approx(63.5, abs=1.0)
+    assert face.points[:, 1].min() == pytest.approx(0.2 * 64 - 0.5, abs=1.0)
+
+
 def test_model_input_rejects_what_is_not_a_uint8_rgb_crop():
     with pytest.raises(ValueError, match="uint8"):
         faces.model_input(np.zeros((64, 64, 3), np.float32), 64)

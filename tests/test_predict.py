@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import fixtures_real as fx
-from data_prep import faces
-from fer_jax import predict, weights
+from data_prep import codebook, faces, heatmaps
+from fer_jax import errors, predict, pretrained, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,3 +167,44 @@ def test_a_converted_weights_file_predicts_like_its_run(predictor, tmp_path):
     a, b = predictor.predict(photo)[0], other.predict(photo)[0]
     assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
     assert other.class_names == predictor.class_names
+
+
+# --- the shipped model (fer_jax/pretrained): no run, no training --------------------------
+
+def test_without_workdir_or_weights_the_shipped_model_is_loaded():
+    assert predict.model_workdir(None, None) == pretrained.path(pretrained.DEFAULT)
+    assert predict.model_workdir("runs/x", None) == "runs/x"
+    assert predict.model_workdir(None, "w.npz") is None
+    with pytest.raises(errors.ConfigError, match="at most one of"):
+        predict.model_workdir("runs/x", "w.npz")
+
+
+def test_shipped_model_explains_a_smile_on_its_own_tight_grey_crop():
+    """The FER2013 mini-Xception on the astronaut (clearly smiling): what it says, and the AU
+    map rasterised on the landmark crop it reads (rebuilt here from the file landmarks)."""
+    shipped = predict.Predictor.default(batch_size=4)
+    assert shipped.input_rule.crop == faces.LANDMARKS_CROP and shipped.input_rule.grey
+    (row,) = shipped.predict(fx.astronaut())
+    print(f"shipped model on the astronaut: {row.label} {row.confidence:.3f}")
+    assert row.status == "ok" and row.landmark_source == "dlib"
+    assert row.label == "Happiness"    # measured: 0.998
+    assert row.crop.shape == (64, 64, 3) and row.cam.shape == row.attention.shape == (64, 64)
+    _, transform = faces.crop_resize(fx.astronaut(), faces.landmark_box(row.landmarks), 64)
+    au_map, valid = heatmaps.rasterise(transform.points(row.landmarks),
+                                       codebook.EXPRESSIONS.index("Happiness"), (64, 64))
+    assert valid
+    np.testing.assert_allclose(row.au_map, au_map, atol=1e-5)
+    assert row.cam_cos is not None and 0.0 <= row.cam_cos <= 1.0 and row.att_cos is not None
+
+
+def test_cli_runs_the_shipped_model_with_no_run_given(tmp_path):
+    photos = tmp_path / "photos"
+    fx.write_image(str(photos / "face.png"), fx.face_crop("orig", 200, margin=0.6))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fer_jax.predict", f"--images={photos}", f"--output={out}",
+           "--workers=1", "--batch_size=4"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = [json.loads(line) for line in open(out / "predictions.jsonl")]
+    assert row["status"] == "ok" and set(row["probabilities"]) == set(codebook.EXPRESSIONS[:7])
+    assert os.listdir(out / "pictures") == ["face.png.png"]

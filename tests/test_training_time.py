@@ -61,7 +61,7 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
     variables = {"params": trained.params, "batch_stats": trained.batch_stats}
     spatial = capture.spatial_layers(model, variables, (32, 32, 3))
     results = evaluate.evaluate(model, variables, builder, config, dp, classes, spatial,
-                                progress=False)
+                                evaluate.cam_spec(model, config.eval, spatial), progress=False)
     assert results["num_examples"] == 56 and results["cam_methods"] == [builtin]
     scores = results["cams"][builtin]
     assert set(scores) == {"cam_cos", "pointing", "deletion_auc", "insertion_auc",

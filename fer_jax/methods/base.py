@@ -17,8 +17,11 @@ A method changes the model or its training in one of three ways:
   `class_maps(x, classes) -> (B, h, w)`.
 - `insert`: layers inserted after backbone blocks (an `Insert`), training-time only
   or not, as the layer decides.
-- `transform`: a train-time transform of the input batch (CutMix), which the
-  train step applies (fer_jax.train).
+- `transform(config) -> f`: a train-time transform of the input batch (CutMix), which
+  the train step applies (fer_jax.train) as `f(batch, seed, step, device) -> (batch,
+  partner_labels, lam)`: each example's cross-entropy becomes lam * CE(label) + (1 - lam)
+  * CE(partner's label) (lam None: plain CE). Its randomness must come from (seed, step,
+  device) only, so a resumed run draws what the uninterrupted one would.
 """
 import dataclasses
 from typing import (Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Protocol, Tuple,
@@ -99,7 +102,7 @@ class Method:
     options: Tuple[Option, ...] = ()
     head: Optional[Callable[..., Any]] = None
     insert: Optional[Insert] = None
-    transform: Optional[Callable[..., Any]] = None
+    transform: Optional[Callable[[Any], "BatchTransform"]] = None
     cam_method: str = "cam"
     paper_configs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     on: Optional[Callable[[Any], bool]] = None
@@ -111,6 +114,8 @@ class Method:
         group, leaf = self.switch[0].split(".")
         return config[group][leaf] == self.switch[1]
 
+
+BatchTransform = Callable[..., Tuple[Any, Any, Any]]   # see `transform` above
 
 REGISTRY: Dict[str, Method] = {}
 
@@ -147,6 +152,16 @@ def paper_methods(dataset: Optional[str] = None) -> Tuple[str, ...]:
 def heads(key: str) -> List[str]:
     """Names of the head methods selected by config key `key` ("model.head", "model.vit_head")."""
     return [n for n, m in REGISTRY.items() if m.head is not None and m.switch[0] == key]
+
+
+def batch_transform(config: Any) -> Optional[BatchTransform]:
+    """The batch transform of the training-time method `config` switches on, bound to its
+    options; None when no such method is on. Two at once is a ConfigError naming them."""
+    on = [m for m in REGISTRY.values() if m.transform is not None and m.is_on(config)]
+    if len(on) > 1:
+        raise ConfigError(f"training-time methods {[m.name for m in on]} each transform the "
+                          "batch; switch on at most one")
+    return on[0].transform(config) if on and on[0].transform is not None else None
 
 
 def options() -> List[Option]:

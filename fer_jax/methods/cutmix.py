@@ -1,5 +1,7 @@
 """CutMix (Yun et al. 2019): training batches box-mixed, images, labels and AU maps
 (fer_jax.cutmix). Any model; it keeps its head, so a GAP model's built-in map is CAM."""
+import functools
+
 from fer_jax import cutmix
 from fer_jax.fields import Field, number
 from fer_jax.methods import base
@@ -16,5 +18,7 @@ base.register(base.Method(
             1.0, "CutMix: the mixing ratio is drawn from Beta(beta, beta).",
             number(0, lo_open=True))),
     ),
-    transform=cutmix.mix,
+    transform=lambda config: functools.partial(
+        cutmix.mix_at, prob=float(config.train.cutmix_prob),
+        beta=float(config.train.cutmix_beta)),
     paper_configs=base.paper_configs("cutmix", "rafdb", "affectnet")))

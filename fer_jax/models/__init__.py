@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fer_jax.models import contract, registry
-from fer_jax.models import resnet, vit  # noqa: F401  (each registers its family)
+from fer_jax.models import mini_xception, resnet, vit  # noqa: F401  (each registers its family)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,7 +36,7 @@ class _Constructors(Mapping[str, Callable[..., nn.Module]]):
 
 MODELS: Mapping[str, Callable[..., nn.Module]] = _Constructors()
 
-__all__ = ["MODELS", "contract", "create_model", "registry", "resnet", "vit"]
+__all__ = ["MODELS", "contract", "create_model", "mini_xception", "registry", "resnet", "vit"]
 
 
 def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None

@@ -1,7 +1,8 @@
 """The model contract: what the CAM engine, capture and training read from a model.
 
 `ExplainableModel` declares it, with types: every backbone of fer_jax.models.registry
-implements it (ResNet and ViT share their head half through `MethodHeads`), and
+implements it (ResNet and ViT share their head half through `MethodHeads`, the CNNs
+their layer half through `ConvNetLayers`), and
 tests/test_model_contract.py pins that for every backbone and training-time method.
 
 The readers do not read the model itself: `describe(model)` turns it into a
@@ -25,7 +26,8 @@ import jax.numpy as jnp
 from fer_jax import methods
 from fer_jax.methods.base import TrainingHead
 
-__all__ = ["ATTENTION", "Explainable", "ExplainableModel", "FEATURES", "MethodHeads",
+__all__ = ["ATTENTION", "ConvNetLayers", "Explainable", "ExplainableModel", "FEATURES",
+           "MethodHeads",
            "ModelView", "Target", "TrainingHead", "describe", "layer_kind"]
 
 # The kinds of capturable layers (fer_jax.capture), declared by a layer's `capture_kind`.
@@ -202,3 +204,18 @@ class MethodHeads:
         options, hidden = self.head_settings()
         return methods.make_head(self.head, self.num_classes, options, hidden=hidden,
                                  dtype=self.dtype, name=name)
+
+
+class ConvNetLayers:
+    """The layer half of the contract, as fer_jax's CNNs have it (mixed into ResNet,
+    mini-Xception): no attention, no patch grid, and the per-layer CAM methods read the
+    head's input unless a config names other layers."""
+    cam_layer: str
+
+    attention_layers = ()   # no attention
+    patch_size = None       # no patch grid
+
+    @property
+    def default_cam_layers(self) -> Tuple[str, ...]:
+        """(cam_layer,)."""
+        return (self.cam_layer,)

@@ -115,7 +115,7 @@ class Stage(nn.Module):
         return x
 
 
-class ResNet(contract.MethodHeads, nn.Module):
+class ResNet(contract.MethodHeads, contract.ConvNetLayers, nn.Module):
     """ResNet classifier with a global-average-pooling head (CAM-ready).
 
     Input (B, H, W, 3) float, normalised; output logits (B, num_classes) float32.
@@ -137,12 +137,9 @@ class ResNet(contract.MethodHeads, nn.Module):
     wsol_options: methods.Options = methods.Options()   # settings of the methods' heads, layers
 
     # The rest of the model contract (fer_jax.models.contract.ExplainableModel; the head's
-    # part comes with MethodHeads).
+    # part comes with MethodHeads, the layers' with ConvNetLayers).
     cam_layer = "stage4"   # features the head reads
-    default_cam_layers = (cam_layer,)
     cam_layer_nonnegative = True   # it ends in a ReLU (cams.engine.identical_methods)
-    attention_layers = ()   # no attention
-    patch_size = None       # a CNN: no patch grid
 
     @nn.nowrap   # also called outside the model (CAM engine, through head_module)
     def head_settings(self) -> Tuple[methods.Options, int]:
