@@ -98,9 +98,9 @@ def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
 
 
 def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder,
-             config: ml_collections.ConfigDict, dp: data_parallel.DataParallel, class_names: Sequence[str],
-             spatial: Mapping[str, Any], spec: cams.CamSpec, split: Optional[str] = None,
-             progress: bool = True) -> Dict[str, Any]:
+             config: ml_collections.ConfigDict, dp: data_parallel.DataParallel,
+             class_names: Sequence[str], spatial: Mapping[str, Any], spec: cams.CamSpec,
+             split: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
     spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.

@@ -43,7 +43,7 @@ def build(name: str, key: str, value: Any, size: int = 32) -> Any:
 
 
 def conforms(value: Any, hint: Any) -> bool:
-    """isinstance for the annotations the contract uses (str, int, bool, Optional, Tuple[X, ...])."""
+    """isinstance for the contract's annotations (str, int, bool, Optional, Tuple[X, ...])."""
     if hint is type(None):
         return value is None
     if typing.get_origin(hint) is Union:
