@@ -189,10 +189,11 @@ def _timm_model(config, num_classes: int):
 
 def _as_grid(features, model):
     """Hooked output -> (B, h, w, C): a ResNet stage is (B, C, h, w); a ViT block's
-    tokens lose their prefix (class) tokens and become the patch grid."""
+    tokens lose their prefix (class) tokens and become the patch grid (`model`: timm's
+    VisionTransformer, which counts them)."""
     if features.ndim == 4:
         return features.permute(0, 2, 3, 1)
-    tokens = features[:, getattr(model, "num_prefix_tokens", 1):]
+    tokens = features[:, model.num_prefix_tokens:]
     side = int(round(tokens.shape[1] ** 0.5))
     return tokens.reshape(tokens.shape[0], side, side, tokens.shape[2])
 

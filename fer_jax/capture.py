@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax.errors import ConfigError
+from fer_jax.models import contract
 
-FEATURES = "features"
-ATTENTION = "attention"
+FEATURES = contract.FEATURES
+ATTENTION = contract.ATTENTION
 
 
 def capture_filter(layers: Sequence[str]) -> Callable[[nn.Module, str], bool]:
@@ -42,7 +43,7 @@ def captured(intermediates: Mapping[str, Any], layer: str) -> jnp.ndarray:
     return node["__call__"][0]
 
 
-def capturable_layers(model: nn.Module, variables: Mapping[str, Any],
+def capturable_layers(model: contract.ExplainableModel, variables: Mapping[str, Any],
                       image_shape: Tuple[int, int, int], kind: str = FEATURES
                       ) -> Dict[str, Tuple[int, ...]]:
     """Layers of `model` of one kind, in call order: {name: output shape (1, ...)}.
@@ -61,7 +62,7 @@ def capturable_layers(model: nn.Module, variables: Mapping[str, Any],
         if method == "__call__" and mdl.path:
             name = "/".join(mdl.path)
             order.append(name)
-            kinds[name] = getattr(mdl, "capture_kind", FEATURES)
+            kinds[name] = contract.layer_kind(mdl)
         return True
 
     _, state = jax.eval_shape(
@@ -75,7 +76,7 @@ def capturable_layers(model: nn.Module, variables: Mapping[str, Any],
     return found
 
 
-def spatial_layers(model: nn.Module, variables: Mapping[str, Any],
+def spatial_layers(model: contract.ExplainableModel, variables: Mapping[str, Any],
                    image_shape: Tuple[int, int, int]) -> Dict[str, Tuple[int, ...]]:
     """All (B, h, w, C) feature layers of `model`: {name: output shape}."""
     return capturable_layers(model, variables, image_shape, FEATURES)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from fer_jax import alignment, cams, capture, config_schema, data_parallel, input_pipeline
 from fer_jax import maps, plots, report
 from fer_jax.metrics import aggregate, classification, faithfulness, localisation
+from fer_jax.models.contract import ExplainableModel
 
 RESULTS = "results.json"
 
@@ -41,7 +42,7 @@ def reported_layers(spatial: Sequence[str], aligned: Sequence[str]) -> List[str]
     return top + [n for n in aligned if n not in top]
 
 
-def cam_spec(model: Any, eval_config: ml_collections.ConfigDict,
+def cam_spec(model: ExplainableModel, eval_config: ml_collections.ConfigDict,
              spatial: Mapping[str, Any]) -> cams.CamSpec:
     """The checked CamSpec of config.eval (methods, layers, smoothing)."""
     return cams.spec_for(model, eval_config.cam_methods, eval_config.cam_layers,
@@ -49,8 +50,9 @@ def cam_spec(model: Any, eval_config: ml_collections.ConfigDict,
                          eval_config.score_cam_batch, available_layers=spatial)
 
 
-def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *, model: Any,
-              att_layers: Sequence[str], spec: cams.CamSpec) -> Dict[str, Any]:
+def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *,
+              model: ExplainableModel, att_layers: Sequence[str], spec: cams.CamSpec
+              ) -> Dict[str, Any]:
     """Per-sample predictions and AU scores for one device's slice of the batch.
 
     batch: image (b, S, S, 3), heatmap (b, S, S), label (b,), index (b,).
@@ -70,7 +72,7 @@ def eval_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *, mo
 
 
 def faithfulness_step(variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray], *,
-                      model: Any, spec: cams.CamSpec, steps: int, insertion_blur: float
+                      model: ExplainableModel, spec: cams.CamSpec, steps: int, insertion_blur: float
                       ) -> Dict[str, Any]:
     """Deletion and insertion AUC {method: (b,)} of the true class's maps (spec.computed).
 
@@ -95,10 +97,10 @@ def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
     return capture.class_logit(jax.nn.softmax(logits.astype(jnp.float32)), classes)
 
 
-def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_collections.ConfigDict,
-             dp: data_parallel.DataParallel, class_names: Sequence[str],
-             spatial: Mapping[str, Any], spec: cams.CamSpec, split: Optional[str] = None,
-             progress: bool = True) -> Dict[str, Any]:
+def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder,
+             config: ml_collections.ConfigDict, dp: data_parallel.DataParallel,
+             class_names: Sequence[str], spatial: Mapping[str, Any], spec: cams.CamSpec,
+             split: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
     """Evaluates `variables` ({"params", "batch_stats"}) on a split; returns the results dict.
 
     spatial: the model's (B, H, W, C) layers, as capture.spatial_layers gives.
@@ -191,7 +193,7 @@ def evaluate(model: Any, variables: Mapping[str, Any], builder, config: ml_colle
     }
 
 
-def _faithfulness_pass(model: Any, pvars: Any, dp: data_parallel.DataParallel,
+def _faithfulness_pass(model: ExplainableModel, pvars: Any, dp: data_parallel.DataParallel,
                        spec: cams.CamSpec, eval_config: ml_collections.ConfigDict,
                        kept: List[Dict[str, np.ndarray]], local_batch: int,
                        ranges: Sequence[Tuple[int, int]], keep: np.ndarray, show: bool
@@ -246,7 +248,7 @@ def summary_line(results: Dict[str, Any]) -> str:
             f"CAM-COS {cam} | {results['num_examples']} examples")
 
 
-def write_pictures(model: Any, variables: Mapping[str, Any], builder,
+def write_pictures(model: ExplainableModel, variables: Mapping[str, Any], builder,
                    config: ml_collections.ConfigDict, results: Dict[str, Any], outdir: str,
                    spec: cams.CamSpec) -> List[str]:
     """attention.png, cams_<method>.png (one per method) and confusion.png in `outdir`.
@@ -299,8 +301,8 @@ def _picture_maps(model, variables, images, labels, spec, layer):
     return jax.tree.map(np.asarray, out)
 
 
-def write_outputs(results: Dict[str, Any], model: Any, variables: Mapping[str, Any], builder,
-                  config: ml_collections.ConfigDict, spec: cams.CamSpec, outdir: str
+def write_outputs(results: Dict[str, Any], model: ExplainableModel, variables: Mapping[str, Any],
+                  builder, config: ml_collections.ConfigDict, spec: cams.CamSpec, outdir: str
                   ) -> List[str]:
     """results.json, report.md and the pictures in `outdir`; prints the summary. Process 0 only."""
     os.makedirs(outdir, exist_ok=True)

@@ -20,6 +20,7 @@ import ml_collections
 from data_prep import faces
 from fer_jax import checkpoints, config_schema, models
 from fer_jax.models import registry as backbones
+from fer_jax.models.contract import ExplainableModel
 
 RUN_JSON = "run.json"
 # A run folder whose variables are one fer_jax.weights file instead of checkpoints/.
@@ -35,7 +36,7 @@ def version() -> str:
 
 
 def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence[str],
-          model: Any, record_size: int) -> str:
+          model: ExplainableModel, record_size: int) -> str:
     """Writes WORKDIR/run.json (process 0 only); returns its path.
 
     record_size: side of the dataset's stored face crops, which the evaluation
@@ -99,7 +100,7 @@ def read(workdir: str) -> Dict[str, Any]:
 
 class Restored(NamedTuple):
     """A trained model ready for inference."""
-    model: Any                   # linen module (eval mode: BatchNorm uses running stats)
+    model: ExplainableModel      # linen module (eval mode: BatchNorm uses running stats)
     variables: Dict[str, Any]    # {"params", "batch_stats"} as NumPy arrays
     step: int                    # the checkpoint's training step (0 for a weights file)
     class_names: List[str]

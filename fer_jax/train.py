@@ -12,7 +12,6 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
-import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -47,7 +46,7 @@ class TrainState(train_state.TrainState):
     batch_stats: Any = None
 
 
-def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
+def create_train_state(model: models.contract.ExplainableModel, config: ml_collections.ConfigDict,
                        tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
     """Initialises parameters (and BatchNorm statistics) on the host."""
     size = config.dataset.image_size

@@ -19,4 +19,5 @@ from fer_jax.cams import head, builtin, gradient, score, eigen, attention, refer
 from fer_jax.cams.base import REGISTRY, CamMethod, applicable, select  # noqa: F401
 from fer_jax.cams.builtin import builtin_method  # noqa: F401
 from fer_jax.cams.engine import CamSpec, Explanation, explain, spec_for  # noqa: F401
-from fer_jax.cams.any_module import ModuleView, explain_module, module_layers, module_methods  # noqa: F401,E501
+from fer_jax.cams.any_module import explain_module, module_layers, module_methods  # noqa: F401
+from fer_jax.models.contract import ModelView  # noqa: F401  (what the engine reads of a model)

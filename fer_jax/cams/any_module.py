@@ -4,10 +4,11 @@
   maps = explain_module(module, variables, images, classes, target_layers=["ResNetBlock_7"],
                         methods=["gradcam", "layercam", "eigencam"])  # {name: (B, H, W)}
 
-fer_jax's own models declare what the engine (fer_jax.cams.engine) reads: `cam_layer`,
-`head_name`, `gap_head`, `head_module()`, `attention_layers`, `patch_size`. Any other
-module has only its apply function; `ModuleView` presents that (plus an optional target
-and reshape_transform) to the same engine. The methods that need no more than a
+fer_jax's own models implement the model contract that the engine (fer_jax.cams.engine)
+reads (fer_jax.models.contract.ExplainableModel: `cam_layer`, `head_name`, `gap_head`,
+`head_module()`, `attention_layers`, `patch_size`, ...), through the same `ModelView`
+that presents any other module: its apply function alone, plus an optional target and
+reshape_transform. The methods that need no more than a
 layer's output, its gradient and further forward passes then apply (gradient methods,
 Score-CAM, Eigen-CAM, the reference rows), computed from one forward and one backward
 pass as for fer_jax's models. The others (CAM: the head's weights; the built-in maps
@@ -20,7 +21,6 @@ or the tuple of those names. `module_layers` lists them. The layer's `__call__` 
 is read, and its gradient taken through a method interceptor that adds zero to that
 output (fer_jax.capture.probe), so the module need not be written for it.
 """
-import dataclasses
 import functools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax.cams import base, engine
+from fer_jax.models.contract import ModelView, Target
 
-# (outputs of the module, classes (B,) int) -> (B,) scores; samples must be independent.
-Target = Callable[[Any, jnp.ndarray], jnp.ndarray]
 LayerPath = Union[str, Sequence[str]]
 
 # What the needs that only fer_jax's model contract meets are, for error messages.
@@ -43,25 +42,6 @@ _CONTRACT = {
     base.ATTENTION: "the attention probabilities of every transformer block (a fer_jax "
                     "ViT's `attention_layers`)",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class ModuleView:
-    """The part of the engine's model contract that any module has.
-
-    apply_fn(variables, images, **kwargs) -> outputs, in eval mode (bind the module's
-    own flags, e.g. `train=False`, beforehand); cam_target: the score to explain
-    (None: the class logit, fer_jax.capture.class_logit); reshape_transform:
-    a target layer's output -> (B, h, w, C) (None: the output already is).
-    """
-    apply_fn: Callable[..., Any]
-    cam_target: Optional[Target] = None
-    reshape_transform: Optional[Callable[[jnp.ndarray], jnp.ndarray]] = None
-
-    def apply(self, variables: Mapping[str, Any], images: jnp.ndarray, train: bool = False,
-              **kwargs: Any) -> Any:
-        del train   # the engine always asks for eval mode; apply_fn is bound to it
-        return self.apply_fn(variables, images, **kwargs)
 
 
 def layer_name(path: LayerPath) -> str:
@@ -92,15 +72,16 @@ def module_layers(apply_fn: Callable[..., Any], variables: Mapping[str, Any],
                   images: jnp.ndarray) -> Dict[str, Tuple[int, ...]]:
     """{path: output shape} of every submodule whose `__call__` returns an array.
 
-    apply_fn as in ModuleView; images (B, H, W, C). Traced abstractly (no FLOPs).
+    apply_fn as in ModelView; images (B, H, W, C). Traced abstractly (no FLOPs).
     """
     return {name: tuple(outs[0].shape)
             for name, outs in _layer_calls(apply_fn, variables, images).items()
             if hasattr(outs[0], "shape")}
 
 
-def _missing(method: base.CamMethod, view: ModuleView) -> Optional[str]:
-    """What `method` needs that a ModuleView lacks, or None if it applies."""
+def _missing(method: base.CamMethod, view: ModelView) -> Optional[str]:
+    """What `method` needs that the view of a module given by layer paths (its apply
+    function alone) lacks, or None if it applies."""
     lacking = [_CONTRACT[n] for n in sorted(method.needs) if n in _CONTRACT]
     if method.source == base.CAM_LAYER and not lacking:
         lacking.append("the layer a classifier head pools (a fer_jax model's `cam_layer`)")
@@ -111,11 +92,11 @@ def _missing(method: base.CamMethod, view: ModuleView) -> Optional[str]:
 
 def module_methods() -> List[str]:
     """Names of the registered methods that apply to any module, in registry order."""
-    view = ModuleView(apply_fn=lambda *a, **k: None)
+    view = ModelView(apply_fn=lambda *a, **k: None)
     return [name for name, m in base.REGISTRY.items() if _missing(m, view) is None]
 
 
-def _check_methods(methods: Sequence[str], view: ModuleView) -> None:
+def _check_methods(methods: Sequence[str], view: ModelView) -> None:
     for name in methods:
         if name in base.SETS:
             continue
@@ -130,7 +111,7 @@ def _check_methods(methods: Sequence[str], view: ModuleView) -> None:
                 f"models provide the rest (fer_jax.cams.explain).")
 
 
-def _check_layers(layers: Sequence[str], view: ModuleView, variables: Mapping[str, Any],
+def _check_layers(layers: Sequence[str], view: ModelView, variables: Mapping[str, Any],
                   images: jnp.ndarray) -> None:
     if not layers:
         raise ValueError("target_layers: name at least one layer (module_layers lists them)")
@@ -187,7 +168,7 @@ def explain_module(module_or_apply: Union[nn.Module, Callable[..., Any]],
     apply_fn = module_or_apply.apply if isinstance(module_or_apply, nn.Module) else module_or_apply
     if apply_kwargs:
         apply_fn = functools.partial(apply_fn, **apply_kwargs)
-    view = ModuleView(apply_fn, cam_target=target, reshape_transform=reshape_transform)
+    view = ModelView(apply_fn, cam_target=target, reshape_transform=reshape_transform)
     if isinstance(target_layers, str):   # one layer named alone, not its characters
         target_layers = [target_layers]
     layers = tuple(dict.fromkeys(layer_name(p) for p in target_layers))

@@ -12,11 +12,12 @@ A method's function gets a `LayerInputs` and returns either
 - "map": the map itself, (B, h, w) at the layer's or the input's resolution.
 """
 import dataclasses
-from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
 
 import jax.numpy as jnp
 
 from fer_jax.errors import ConfigError
+from fer_jax.models.contract import Explainable, ModelView, describe
 
 # What a method may need from the engine.
 FEATURES = "features"        # the layer's (B, h, w, C) output
@@ -66,7 +67,8 @@ class CamMethod:
     source: PER_LAYER, CAM_LAYER, ALL_BLOCKS or INPUT; output: "weighted" or "map";
     relu: ReLU before normalisation (pytorch-grad-cam applies it to every method);
     class_specific: False for maps that ignore the target class;
-    requires: model -> None if the method applies, else the reason it does not;
+    requires: the model's view (fer_jax.models.contract.ModelView) -> None if the method
+      applies, else the reason it does not;
     reference: a chance-level row (random, centre), not an explanation;
     in_paper: the paper's Table 1 reports this map (the default set, PAPER_SET).
     """
@@ -78,7 +80,7 @@ class CamMethod:
     output: str = "weighted"
     relu: bool = True
     class_specific: bool = True
-    requires: Callable[[Any], Optional[str]] = lambda model: None
+    requires: Callable[[ModelView], Optional[str]] = lambda model: None
     reference: bool = False
     in_paper: bool = False
 
@@ -98,31 +100,33 @@ def register(method: CamMethod) -> CamMethod:
     return method
 
 
-def needs_gap_head(model: Any) -> Optional[str]:
-    if getattr(model, "gap_head", False):
+def needs_gap_head(model: ModelView) -> Optional[str]:
+    if model.gap_head:
         return None
     return ("needs a global-average-pooling head over the cam layer "
             "(ResNet, or a ViT with model.vit_head='gap')")
 
 
-def needs_attention(model: Any) -> Optional[str]:
-    if getattr(model, "attention_layers", ()):
+def needs_attention(model: ModelView) -> Optional[str]:
+    if model.attention_layers:
         return None
     return "needs a vision transformer's attention probabilities (ViT/DeiT models)"
 
 
-def applicable(model: Any) -> List[str]:
+def applicable(model: Explainable) -> List[str]:
     """Names of the registered methods that apply to `model`, in registry order."""
-    return [name for name, m in REGISTRY.items() if m.requires(model) is None]
+    view = describe(model)
+    return [name for name, m in REGISTRY.items() if m.requires(view) is None]
 
 
-def paper_methods(model: Any) -> List[str]:
+def paper_methods(model: Explainable) -> List[str]:
     """The paper's maps that apply to `model` and the reference rows, in registry order:
     what training-time evaluation scores by default (cheap, and the paper's figures)."""
     return [n for n in applicable(model) if REGISTRY[n].in_paper or REGISTRY[n].reference]
 
 
-def select(names: Sequence[str], model: Any, key: str = "eval.cam_methods") -> List[str]:
+def select(names: Sequence[str], model: Explainable, key: str = "eval.cam_methods"
+           ) -> List[str]:
     """The methods to run, in the order given, sets expanded in registry order.
 
     names: registry names and the sets "paper" (paper_methods) and "all" (every
@@ -130,20 +134,21 @@ def select(names: Sequence[str], model: Any, key: str = "eval.cam_methods") -> L
     method (with the valid names) or one that does not apply to this model (with
     the reason).
     """
+    view = describe(model)
     chosen: List[str] = []
     for name in list(names) or [PAPER_SET]:
         if name == PAPER_SET:
-            chosen += paper_methods(model)
+            chosen += paper_methods(view)
             continue
         if name == ALL_SET:
-            chosen += applicable(model)
+            chosen += applicable(view)
             continue
         if name not in REGISTRY:
             raise ConfigError(f"config.{key}: unknown CAM method {name!r}; valid names: "
                               f"{sorted(REGISTRY)} (or a set: {list(SETS)})")
-        reason = REGISTRY[name].requires(model)
+        reason = REGISTRY[name].requires(view)
         if reason:
             raise ConfigError(f"config.{key}: CAM method {name!r} does not apply to "
-                              f"{type(model).__name__}: it {reason}")
+                              f"{view.title}: it {reason}")
         chosen.append(name)
     return list(dict.fromkeys(chosen))

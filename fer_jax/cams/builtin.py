@@ -11,17 +11,18 @@ CAM, the raw map is min-max normalised (docs/method.md, "Training-time methods")
 A method's record (fer_jax.methods) names its map (`cam_method`); a new head
 method registers its map with `head_map_method`.
 """
-from typing import Any, Callable, FrozenSet, Optional, cast
+from typing import Callable, FrozenSet, Optional, cast
 
 import jax.numpy as jnp
 
 from fer_jax import methods
 from fer_jax.cams import base
+from fer_jax.models.contract import Explainable, ModelView, describe
 
 
-def _requires_head(name: str) -> Callable[[Any], Optional[str]]:
-    def requires(model: Any) -> Optional[str]:
-        if getattr(model, "head", None) == name:
+def _requires_head(name: str) -> Callable[[ModelView], Optional[str]]:
+    def requires(model: ModelView) -> Optional[str]:
+        if model.head == name:
             return None
         return (f"is the built-in map of the {name!r} head "
                 f"(config.{methods.get(name).switch[0]}={name!r})")
@@ -69,11 +70,11 @@ base.register(head_map_method(
     frozenset({base.ATTENTION}), in_paper=True))
 
 
-def builtin_method(model: Any) -> Optional[str]:
+def builtin_method(model: Explainable) -> Optional[str]:
     """The registry name of the map `model` builds in: its training-time head's (the method's
     `cam_method`), "cam" for a GAP head (also ADL and CutMix), else None."""
-    head = getattr(model, "head", None)
-    method = methods.REGISTRY.get(head) if head is not None else None
+    view = describe(model)
+    method = methods.REGISTRY.get(view.head) if view.head is not None else None
     if method is not None and method.head is not None:
         return method.cam_method
-    return "cam" if getattr(model, "gap_head", False) else None
+    return "cam" if view.gap_head else None

@@ -16,7 +16,7 @@ methods, attention probabilities), then computes each method's map:
 Everything is jittable; the evaluation step runs it per device.
 """
 import dataclasses
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,8 @@ import jax.numpy as jnp
 from fer_jax import capture, maps
 from fer_jax.cams import base
 from fer_jax.cams.eigen import first_component
+from fer_jax.errors import ConfigError
+from fer_jax.models.contract import Explainable, ModelView, describe
 
 # aug_smooth variants: (horizontal flip, input scale); the identity first, so
 # the probe of the original batch is the first B rows.
@@ -63,7 +65,7 @@ class CamSpec:
 _GAP_LINEAR_IDENTICAL = ("gradcam", "hirescam", "xgradcam")
 
 
-def identical_methods(model: Any, methods: Sequence[str], layers: Sequence[str]
+def identical_methods(model: Explainable, methods: Sequence[str], layers: Sequence[str]
                       ) -> Tuple[Tuple[str, str], ...]:
     """(copy, original) pairs of `methods` whose maps are provably the same for `model`.
 
@@ -71,27 +73,32 @@ def identical_methods(model: Any, methods: Sequence[str], layers: Sequence[str]
     taken at that layer alone (see _GAP_LINEAR_IDENTICAL); XGrad-CAM joins only where
     the model declares that layer non-negative (`cam_layer_nonnegative`, a ResNet).
     """
-    if not getattr(model, "gap_head", False) or tuple(layers) != (model.cam_layer,):
+    view = describe(model)
+    if not view.gap_head or tuple(layers) != (view.cam_layer,):
         return ()
     group = [m for m in methods if m in _GAP_LINEAR_IDENTICAL
-             and (m != "xgradcam" or getattr(model, "cam_layer_nonnegative", False))]
+             and (m != "xgradcam" or view.cam_layer_nonnegative)]
     return tuple((m, group[0]) for m in group[1:])
 
 
-def spec_for(model: Any, methods: Sequence[str] = (), layers: Sequence[str] = (),
+def spec_for(model: Explainable, methods: Sequence[str] = (), layers: Sequence[str] = (),
              aug_smooth: bool = False, eigen_smooth: bool = False, score_batch: int = 256,
              available_layers: Optional[Mapping[str, Any]] = None,
              key: str = "eval", merge_identical: bool = True) -> CamSpec:
     """A checked CamSpec. methods: names and sets (base.select; () = the paper's set);
-    layers () = the model's cam layer; merge_identical: compute provably identical maps
+    layers () = the model's default_cam_layers; merge_identical: compute provably identical maps
     once (identical_methods). Unknown names raise ConfigError naming them."""
-    chosen = tuple(base.select(methods, model, key=f"{key}.cam_methods"))
+    view = describe(model)
+    chosen = tuple(base.select(methods, view, key=f"{key}.cam_methods"))
     # A model may read its maps elsewhere than its head's input (a ViT: the last
     # block, docs/method.md "Which layer a ViT's maps read").
-    layers = tuple(layers) or tuple(getattr(model, "default_cam_layers", (model.cam_layer,)))
+    layers = tuple(layers) or view.default_cam_layers
+    if not layers:
+        raise ConfigError(f"config.{key}.cam_layers: {view.title} declares no cam layer; "
+                          "name the layers")
     if available_layers is not None:
         capture.check_layers(layers, available_layers, key=f"{key}.cam_layers")
-    same = identical_methods(model, chosen, layers) if merge_identical else ()
+    same = identical_methods(view, chosen, layers) if merge_identical else ()
     return CamSpec(chosen, layers, bool(aug_smooth), bool(eigen_smooth), int(score_batch), same)
 
 
@@ -101,26 +108,35 @@ class Explanation(NamedTuple):
     probe: capture.Probe
 
 
-def _layers_of(method: base.CamMethod, model: Any, spec: CamSpec) -> Sequence[Optional[str]]:
+def _layers_of(method: base.CamMethod, view: ModelView, spec: CamSpec
+               ) -> Sequence[Optional[str]]:
     if method.source == base.PER_LAYER:
         return spec.layers
     if method.source == base.CAM_LAYER:
-        return (model.cam_layer,)
+        return (view.cam_layer,)
     return (None,)   # ALL_BLOCKS, INPUT: one map from the method's own inputs
 
 
-def _head_maps(model: Any, variables: Mapping[str, Any]):
+def _head_params(view: ModelView, variables: Mapping[str, Any]) -> Any:
+    # The methods that read the head require one (needs_gap_head, builtin's requires).
+    assert view.head_name is not None, f"{view.title} declares no head_name"
+    return variables["params"][view.head_name]
+
+
+def _head_maps(view: ModelView, variables: Mapping[str, Any]
+               ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
     """(features, classes) -> (B, h, w) class maps of the model's training-time head.
 
     The head is applied on its own to the captured cam-layer features, so the map
     of any class costs the head alone (ACoL erases by that class, not the prediction).
     """
-    head = model.head_module()
-    params = {"params": variables["params"][model.head_name]}
+    assert view.head_module is not None, f"{view.title} has no training-time head"
+    head = view.head_module()
+    params = {"params": _head_params(view, variables)}
     return lambda feats, classes: head.apply(params, feats, classes, method="class_maps")
 
 
-def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
+def _explain_once(view: ModelView, variables: Mapping[str, Any], images: jnp.ndarray,
                   classes: jnp.ndarray, spec: CamSpec, sample_ids: jnp.ndarray,
                   extra_layers: Sequence[str]) -> Tuple[Dict[str, jnp.ndarray], capture.Probe]:
     methods: List[base.CamMethod] = [base.REGISTRY[n] for n in spec.computed]
@@ -129,34 +145,34 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
     grad_layers: List[str] = []
     for m in methods:
         if base.FEATURES in m.needs:
-            feature_layers.extend(n for n in _layers_of(m, model, spec) if n)
+            feature_layers.extend(n for n in _layers_of(m, view, spec) if n)
         if base.GRADIENTS in m.needs:
-            grad_layers.extend(n for n in _layers_of(m, model, spec) if n)
-    taps = tuple(model.attention_layers) if base.ATTENTION in needs else ()
-    # Optional parts of the contract, set by cams.any_module for modules that are not
-    # fer_jax's: the score to explain, and how a token layer becomes a (B, h, w, C) grid.
-    target = getattr(model, "cam_target", None) or capture.class_logit
-    probe = capture.probe(model.apply, variables, images, classes,
+            grad_layers.extend(n for n in _layers_of(m, view, spec) if n)
+    taps = view.attention_layers if base.ATTENTION in needs else ()
+    # Set by cams.any_module for modules that are not fer_jax's: the score to explain,
+    # and how a token layer becomes a (B, h, w, C) grid.
+    target = view.cam_target or capture.class_logit
+    probe = capture.probe(view.apply, variables, images, classes,
                           feature_layers=tuple(dict.fromkeys(feature_layers)),
                           grad_layers=tuple(dict.fromkeys(grad_layers)), tap_layers=taps,
                           target=target)
-    reshape = getattr(model, "reshape_transform", None)
+    reshape = view.reshape_transform
     if reshape is not None:   # as pytorch-grad-cam: the same transform for both
         probe = probe._replace(features={n: reshape(f) for n, f in probe.features.items()},
                                gradients={n: reshape(g) for n, g in probe.gradients.items()})
 
     def class_scores(imgs: jnp.ndarray, cls: jnp.ndarray) -> jnp.ndarray:
-        return target(model.apply(variables, imgs, train=False), cls).astype(jnp.float32)
+        return target(view.apply(variables, imgs), cls).astype(jnp.float32)
 
     size = (images.shape[1], images.shape[2])
-    patch = getattr(model, "patch_size", None)
+    patch = view.patch_size
     grid = (size[0] // patch, size[1] // patch) if patch else None
-    head = variables["params"][model.head_name]["kernel"] if base.HEAD in needs else None
-    head_maps = _head_maps(model, variables) if base.HEAD_MAPS in needs else None
+    head = _head_params(view, variables)["kernel"] if base.HEAD in needs else None
+    head_maps = _head_maps(view, variables) if base.HEAD_MAPS in needs else None
     out: Dict[str, jnp.ndarray] = {}
     for m in methods:
         per_layer = []
-        for layer in _layers_of(m, model, spec):
+        for layer in _layers_of(m, view, spec):
             inputs = base.LayerInputs(
                 features=probe.features.get(layer) if layer else None,
                 gradients=probe.gradients.get(layer) if layer else None,
@@ -179,7 +195,7 @@ def _explain_once(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
     return out, probe
 
 
-def explain(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
+def explain(model: Explainable, variables: Mapping[str, Any], images: jnp.ndarray,
             classes: jnp.ndarray, spec: CamSpec, sample_ids: Optional[jnp.ndarray] = None,
             extra_layers: Sequence[str] = ()) -> Explanation:
     """Every map of `spec` for a batch, from one forward and at most one backward.
@@ -192,17 +208,18 @@ def explain(model: Any, variables: Mapping[str, Any], images: jnp.ndarray,
     Returns Explanation(maps={method: (B, H, W) float32 in [0, 1]}, probe=
     logits, features, ... of the original, un-augmented batch).
     """
+    view = describe(model)
     b = images.shape[0]
     classes = classes.astype(jnp.int32)
     sample_ids = jnp.arange(b) if sample_ids is None else sample_ids
     if not spec.aug_smooth:
-        out, probe = _explain_once(model, variables, images, classes, spec, sample_ids,
+        out, probe = _explain_once(view, variables, images, classes, spec, sample_ids,
                                    extra_layers)
     else:
         batch = jnp.concatenate(
             [(images[:, :, ::-1] if flip else images) * scale for flip, scale in _AUG_VARIANTS])
         n = len(_AUG_VARIANTS)
-        out, probe = _explain_once(model, variables, batch, jnp.tile(classes, n), spec,
+        out, probe = _explain_once(view, variables, batch, jnp.tile(classes, n), spec,
                                    jnp.tile(sample_ids, n), extra_layers)
         flips = jnp.array([flip for flip, _ in _AUG_VARIANTS])[:, None, None, None]
         for name, m in out.items():

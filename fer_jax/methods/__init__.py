@@ -10,9 +10,10 @@ A new method is one module that registers a `Method` (fer_jax.methods.base; READ
 # Registration order is the order of the paper's table rows and of the config fields.
 from fer_jax.methods import wildcat, acol, prm, adl, cutmix, tscam  # noqa: F401,I001
 from fer_jax.methods.base import (  # noqa: F401
-    AUX_LOGITS, REGISTRY, BatchTransform, Insert, Method, Option, Options, batch_transform,
-    get, heads, make_head, paper_methods, register, switch_on)
+    AUX_LOGITS, REGISTRY, BatchTransform, Insert, Method, Option, Options, TrainingHead,
+    batch_transform, get, heads, make_head, paper_methods, register, switch_on)
 
 __all__ = ["wildcat", "acol", "prm", "adl", "cutmix", "tscam", "AUX_LOGITS", "REGISTRY",
-           "BatchTransform", "batch_transform", "Insert", "Method", "Option", "Options", "get", "heads", "make_head",
+           "BatchTransform", "batch_transform", "Insert", "Method", "Option", "Options",
+           "TrainingHead", "get", "heads", "make_head",
            "paper_methods", "register", "switch_on"]

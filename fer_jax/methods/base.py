@@ -10,10 +10,11 @@ and family checks (fer_jax.config_schema), the models' heads and inserted layers
 
 A method changes the model or its training in one of three ways:
 - `head(num_classes, options, hidden, dtype, name)`: a linen module that replaces
-  the linear GAP head. It maps the cam layer (B, h, w, C) to logits (B, K) float32
-  as `head(x, train, labels)` (`labels`: the classes in training, for heads that
-  use them), may sow extra logits into AUX_LOGITS (each gets a cross-entropy),
-  and gives its built-in map of any class by `class_maps(x, classes) -> (B, h, w)`.
+  the linear GAP head, a `TrainingHead`. It maps the cam layer (B, h, w, C) to
+  logits (B, K) float32 as `head(x, train, labels)` (`labels`: the classes in
+  training, for heads that use them), may sow extra logits into AUX_LOGITS (each
+  gets a cross-entropy), and gives its built-in map of any class by
+  `class_maps(x, classes) -> (B, h, w)`.
 - `insert`: layers inserted after backbone blocks (an `Insert`), training-time only
   or not, as the layer decides.
 - `transform(config) -> f`: a train-time transform of the input batch (CutMix), which
@@ -23,7 +24,8 @@ A method changes the model or its training in one of three ways:
   device) only, so a resumed run draws what the uninterrupted one would.
 """
 import dataclasses
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import (Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Protocol, Tuple,
+                    runtime_checkable)
 
 import jax.numpy as jnp
 
@@ -31,6 +33,22 @@ from fer_jax.errors import ConfigError
 from fer_jax.fields import Field
 
 AUX_LOGITS = "aux_logits"   # collection of extra (B, K) logits that also get a cross-entropy
+
+
+@runtime_checkable
+class TrainingHead(Protocol):
+    """A training-time method's head, the part of the model contract a head implements
+    (fer_jax.models.contract.ExplainableModel.head_module returns one)."""
+
+    def __call__(self, x: jnp.ndarray, train: bool = False,
+                 labels: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+        """cam layer (B, h, w, C) -> logits (B, K) float32; labels (B,): the classes in training."""
+
+    def class_maps(self, x: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
+        """cam layer (B, h, w, C), classes (B,) int -> the built-in map of each class (B, h, w)."""
+
+    def apply(self, variables: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """linen's apply, e.g. of `class_maps` with the head's parameters (the CAM engine)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +230,8 @@ class Options:
 
 def make_head(kind: str, num_classes: int,
               options: Options = Options(),   # noqa: B008 (immutable, defaults read lazily)
-              hidden: int = 1024, dtype: Any = jnp.float32, name: Optional[str] = None) -> Any:
+              hidden: int = 1024, dtype: Any = jnp.float32, name: Optional[str] = None
+              ) -> TrainingHead:
     """The head of method `kind`. Inside a model's compact method it becomes that model's
     submodule `name`; outside, a top-level module to apply with head params.
     `hidden`: channels of the head's hidden layers, for heads that have any."""

@@ -3,7 +3,9 @@
 Every model maps (B, H, W, 3) images to (B, num_classes) logits, takes
 `train: bool` and `labels` ((B,) classes that a training-time head may use in
 training: ACoL erases by them), and exposes named layers whose outputs are (B, h, w, C) so the
-alignment loss and CAMs can capture them by name (see fer_jax.alignment).
+alignment loss and CAMs can capture them by name (see fer_jax.alignment). What the CAM
+engine, capture and training read from it is the contract of
+fer_jax.models.contract.ExplainableModel.
 
 A family module registers its variants on import; a new backbone is one module
 and its line below (README, "Extending fer_jax").
@@ -13,7 +15,7 @@ from typing import Any, Callable, Iterator, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import registry
+from fer_jax.models import contract, registry
 from fer_jax.models import mini_xception, resnet, vit  # noqa: F401  (each registers its family)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -34,11 +36,13 @@ class _Constructors(Mapping[str, Callable[..., nn.Module]]):
 
 MODELS: Mapping[str, Callable[..., nn.Module]] = _Constructors()
 
-__all__ = ["MODELS", "create_model", "mini_xception", "registry", "resnet", "vit"]
+__all__ = ["MODELS", "contract", "create_model", "mini_xception", "registry", "resnet", "vit"]
 
 
-def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None) -> nn.Module:
-    """Builds the model named by `model_config.name` through its family (see registry)."""
+def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None
+                 ) -> contract.ExplainableModel:
+    """Builds the model named by `model_config.name` through its family (see registry): a
+    linen module that implements the model contract."""
     backbone = registry.get(model_config.name)
     return backbone.family.build(backbone.constructor, model_config, num_classes, bn_axis_name,
                                  _DTYPES[model_config.dtype])

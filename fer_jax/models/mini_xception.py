@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_prep import codebook
-from fer_jax.models import registry
+from fer_jax import methods
+from fer_jax.models import contract, registry
 
 # Keras's BatchNormalization defaults: momentum 0.99 (flax's momentum is the same
 # running-average weight), epsilon 1e-3.
@@ -110,7 +111,7 @@ class Stage(nn.Module):
         return y + shortcut
 
 
-class MiniXception(nn.Module):
+class MiniXception(contract.ConvNetLayers, nn.Module):
     """mini-Xception classifier: (B, H, W, 3) in [-1, 1] -> logits (B, num_classes) float32.
 
     Named intermediate outputs (capture with `capture_intermediates`), at 64 px input:
@@ -123,10 +124,18 @@ class MiniXception(nn.Module):
     bn_axis_name: Optional[str] = None  # named batch axis: BN statistics over all devices
     head: str = "gap"             # the file's head: a 3x3 conv to class maps, averaged
 
+    # The model contract (fer_jax.models.contract.ExplainableModel; the layers' part comes
+    # with ConvNetLayers).
     cam_layer = "stage4"   # the head's input
     cam_layer_nonnegative = False   # a stage ends in an addition, not a ReLU
     head_name = "head"
     gap_head = False       # the head is a 3x3 conv before the average: CAM does not apply
+
+    @nn.nowrap
+    def head_module(self, name: Optional[str] = None) -> methods.TrainingHead:
+        """No training-time method's head fits this model: a ValueError saying so."""
+        raise ValueError("mini_xception has only its own head 'gap', no training-time "
+                         "method's head")
 
     @nn.compact
     def __call__(self, x, train: bool = False, labels: Optional[jnp.ndarray] = None):

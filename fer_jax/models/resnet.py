@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fer_jax import methods
-from fer_jax.models import registry
+from fer_jax.models import contract, registry
 
 ModuleDef = Any
 
@@ -115,7 +115,7 @@ class Stage(nn.Module):
         return x
 
 
-class ResNet(nn.Module):
+class ResNet(contract.MethodHeads, contract.ConvNetLayers, nn.Module):
     """ResNet classifier with a global-average-pooling head (CAM-ready).
 
     Input (B, H, W, 3) float, normalised; output logits (B, num_classes) float32.
@@ -136,21 +136,16 @@ class ResNet(nn.Module):
     adl: bool = False             # shorthand for inserts=("adl",): config.model.adl's name
     wsol_options: methods.Options = methods.Options()   # settings of the methods' heads, layers
 
+    # The rest of the model contract (fer_jax.models.contract.ExplainableModel; the head's
+    # part comes with MethodHeads, the layers' with ConvNetLayers).
     cam_layer = "stage4"   # features the head reads
     cam_layer_nonnegative = True   # it ends in a ReLU (cams.engine.identical_methods)
-    head_name = "head"
 
-    @property
-    def gap_head(self) -> bool:
-        """True when logits = mean_hw(cam_layer) @ head.kernel + bias (CAM applies)."""
-        return self.head == "gap"
-
-    @nn.nowrap   # also called outside the model (CAM engine): a top-level module then
-    def head_module(self, name: Optional[str] = None) -> nn.Module:
-        """The training-time head (not "gap"); ACoL's branches have 16 x width channels
-        (1024 at the standard width 64, as ACoL and the reference code)."""
-        return methods.make_head(self.head, self.num_classes, self.wsol_options,
-                                 hidden=16 * self.width, dtype=self.dtype, name=name)
+    @nn.nowrap   # also called outside the model (CAM engine, through head_module)
+    def head_settings(self) -> Tuple[methods.Options, int]:
+        """The config's method options; ACoL's branches have 16 x width channels (1024 at
+        the standard width 64, as ACoL and the reference code)."""
+        return self.wsol_options, 16 * self.width
 
     @nn.compact
     def __call__(self, x, train: bool = False, labels: Optional[jnp.ndarray] = None):
@@ -232,7 +227,7 @@ def _timm_model(config: Any, num_classes: int) -> Tuple[Any, Dict[str, Any]]:
             for conv in stage[0].modules():  # type: ignore[index, union-attr]
                 if getattr(conv, "stride", None) == (2, 2):
                     conv.stride = (1, 1)
-    return model, {f"stage{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
+    return model, {f"stage{i}": model.get_submodule(f"layer{i}") for i in range(1, 5)}
 
 
 FAMILY = registry.register_family(registry.Family(

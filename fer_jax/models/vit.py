@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fer_jax import methods
-from fer_jax.models import registry
+from fer_jax.models import contract, registry
 
 # timm and Google ViT both use LayerNorm eps 1e-6 (flax's default, torch's is 1e-5).
 _LN_EPSILON = 1e-6
@@ -192,7 +192,7 @@ class EncoderBlock(nn.Module):
         return x + DropPath(self.drop_path)(y, train)
 
 
-class ViT(nn.Module):
+class ViT(contract.MethodHeads, nn.Module):
     """Vision Transformer classifier (ViT / DeiT) with a class-token or GAP head.
 
     Input (B, H, W, 3) float, normalised, H and W multiples of `patch_size`;
@@ -224,17 +224,9 @@ class ViT(nn.Module):
     drop_path: float = 0.0        # stochastic depth of the last block (linear from 0)
     dtype: Dtype = jnp.float32    # compute dtype (bfloat16 for mixed precision)
 
-    head_name = "head"
-
-    @property
-    def gap_head(self) -> bool:
-        """True when logits = mean_hw(cam_layer) @ head.kernel + bias (CAM applies)."""
-        return self.head == "gap"
-
-    @nn.nowrap   # also called outside the model (CAM engine): a top-level module then
-    def head_module(self, name: Optional[str] = None) -> nn.Module:
-        """The training-time method's head (head="tscam"): one with a built-in map."""
-        return methods.make_head(self.head, self.num_classes, dtype=self.dtype, name=name)
+    # The rest of the model contract (fer_jax.models.contract.ExplainableModel; the head's
+    # part comes with MethodHeads, patch_size is a field above).
+    cam_layer_nonnegative = False   # LayerNorm outputs take either sign
 
     @property
     def attention_layers(self) -> Tuple[str, ...]:
