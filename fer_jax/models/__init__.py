@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from fer_jax.models import registry
 from fer_jax.models import resnet, vit  # noqa: F401  (each registers its family)
+from fer_jax.models import apvit  # noqa: F401,I001  (after vit: it reuses its blocks)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -34,7 +35,7 @@ class _Constructors(Mapping[str, Callable[..., nn.Module]]):
 
 MODELS: Mapping[str, Callable[..., nn.Module]] = _Constructors()
 
-__all__ = ["MODELS", "create_model", "registry", "resnet", "vit"]
+__all__ = ["MODELS", "apvit", "create_model", "registry", "resnet", "vit"]
 
 
 def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None) -> nn.Module:
