@@ -368,9 +368,9 @@ def _mapping(key: str, w: Any, shape_of: registry.ShapeOf) -> registry.Mapped:
         module = (f"stage{int(m.group(1)) + 1}", f"unit{m.group(2)}",
                   _IR_MODULES[(m.group(3), m.group(4))])
     leaf = m.groups()[-1]
-    if module[-1].endswith("prelu"):
+    if module[-1] == "prelu":
         return [(("params",) + module + ("negative_slope",), w)] if leaf == "weight" else None
-    if module[-1].endswith("conv"):
+    if "conv" in module[-1]:
         return ([(("params",) + module + ("kernel",), registry.oihw_to_hwio(w))]
                 if leaf == "weight" else None)
     if leaf in registry.BN_LEAVES:
