@@ -108,7 +108,11 @@ def _read_torch(path: str) -> Dict[str, np.ndarray]:
     except ImportError:
         raise ValueError(f"weights file {path!r}: reading a PyTorch .pth file needs torch "
                          "(pip install torch); or save it as .safetensors first") from None
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises whatever its unpickler met (EOFError, ...)
+        raise ValueError(f"{path!r} is not a readable PyTorch state dict "
+                         f"({type(err).__name__}: {err})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
