@@ -1,14 +1,15 @@
 """A trained model as a file that runs without fer_jax's training code (`jax.export`).
 
   python -m fer_jax.export [--workdir=RUN] --output=DIR [--cams=gradcam++,layercam]
-      [--platforms=cpu,cuda] [--saved_model]
+      [--platforms=cpu,cuda] [--batch_size=N] [--saved_model]
 
 Without --workdir it exports the model shipped in the package (fer_jax.pretrained.DEFAULT).
 DIR gets
   model.jax      the serialised `jax.export` artifact (StableHLO) of predict's whole
                  inference function: (B, S, S, 3) float32 normalised faces ->
                  probabilities (B, K) and, per CAM method, the (B, S, S) map of the
-                 predicted class in [0, 1]. The batch dimension is symbolic (any B >= 1);
+                 predicted class in [0, 1]. The batch dimension is symbolic (any B >= 1;
+                 --batch_size=N fixes it, which Score-CAM needs);
                  the parameters are constants inside; the gradient methods' backward pass
                  is part of the function. Lowered for every platform of --platforms.
   contract.json  how to feed it and read it: input size, channels, normalisation and
@@ -24,7 +25,7 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -68,15 +69,17 @@ def inference_function(restored: runs.Restored, methods: Sequence[str] = (),
 
 
 def export_function(function: Callable, image_size: int,
-                    platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
-    """`function` lowered for (b, S, S, 3) float32 inputs, b symbolic, on `platforms`."""
-    b, = jax.export.symbolic_shape("b")
+                    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+                    batch_size: Optional[int] = None) -> jax.export.Exported:
+    """`function` lowered for (B, S, S, 3) float32 inputs on `platforms`; B symbolic
+    ("b", any B >= 1) unless batch_size fixes it."""
+    b = jax.export.symbolic_shape("b")[0] if batch_size is None else int(batch_size)
     spec = jax.ShapeDtypeStruct((b, image_size, image_size, 3), jnp.float32)
     return jax.export.export(jax.jit(function), platforms=tuple(platforms))(spec)
 
 
 def contract(restored: runs.Restored, spec: cams.CamSpec, platforms: Sequence[str],
-             source: str) -> Dict[str, Any]:
+             source: str, batch_size: Optional[int] = None) -> Dict[str, Any]:
     """contract.json: everything a caller needs to feed the artifact and read its outputs."""
     s = int(restored.config.dataset.image_size)
     rule = restored.input_rule
@@ -90,7 +93,7 @@ def contract(restored: runs.Restored, spec: cams.CamSpec, platforms: Sequence[st
         "source": source,
         "model": str(restored.config.model.name),
         "input": {
-            "shape": [None, s, s, 3], "dtype": "float32", "layout": "NHWC, RGB",
+            "shape": [batch_size, s, s, 3], "dtype": "float32", "layout": "NHWC, RGB",
             "image_size": s, "channels": 3,
             "crop": rule.crop, "crop_size": int(restored.record_size),
             "grey": rule.grey, "mean": list(rule.mean), "std": list(rule.std),
@@ -106,10 +109,10 @@ def contract(restored: runs.Restored, spec: cams.CamSpec, platforms: Sequence[st
                                           if n in codebook.EXPRESSIONS else None)
                                       for n in names}},
         "outputs": {
-            "probabilities": {"shape": [None, len(names)], "dtype": "float32",
+            "probabilities": {"shape": [batch_size, len(names)], "dtype": "float32",
                               "meaning": "softmax over class_names"},
             "maps": {"methods": list(spec.methods), "layers": list(spec.layers),
-                     "shape": [None, s, s], "dtype": "float32", "range": [0.0, 1.0],
+                     "shape": [batch_size, s, s], "dtype": "float32", "range": [0.0, 1.0],
                      "meaning": "per method, the map of the predicted class (argmax)"},
         },
     }
@@ -117,26 +120,35 @@ def contract(restored: runs.Restored, spec: cams.CamSpec, platforms: Sequence[st
 
 def export_model(restored: runs.Restored, output: str, methods: Sequence[str] = (),
                  cam_layers: Sequence[str] = (), platforms: Sequence[str] = DEFAULT_PLATFORMS,
-                 saved_model: bool = False, source: str = "") -> Dict[str, Any]:
+                 saved_model: bool = False, source: str = "", batch_size: Optional[int] = None
+                 ) -> Dict[str, Any]:
     """Writes model.jax and contract.json (and saved_model/) into `output`; returns the
-    contract."""
+    contract. batch_size None: any batch size (symbolic)."""
     function, spec = inference_function(restored, methods, cam_layers)
+    fixed = [m for m in spec.computed if cam_base.FORWARDS in cam_base.REGISTRY[m].needs]
+    if batch_size is None and fixed:
+        raise errors.ConfigError(
+            f"export: {', '.join(fixed)} runs its masked forwards in chunks sized by the batch, "
+            "which a symbolic batch cannot give: export with a fixed --batch_size=N")
+    if batch_size is not None and batch_size < 1:
+        raise errors.ConfigError(f"export: batch_size={batch_size}; expected >= 1")
     s = int(restored.config.dataset.image_size)
-    exported = export_function(function, s, platforms)
+    exported = export_function(function, s, platforms, batch_size)
     os.makedirs(output, exist_ok=True)
     with open(os.path.join(output, serving.ARTIFACT), "wb") as f:
         f.write(exported.serialize())
-    info = contract(restored, spec, platforms, source)
+    info = contract(restored, spec, platforms, source, batch_size)
     with open(os.path.join(output, serving.CONTRACT), "w") as f:
         json.dump(info, f, indent=2)
     if saved_model:
-        write_saved_model(function, s, os.path.join(output, SAVED_MODEL))
+        write_saved_model(function, s, os.path.join(output, SAVED_MODEL), batch_size)
     return info
 
 
-def write_saved_model(function: Callable, image_size: int, path: str) -> None:
+def write_saved_model(function: Callable, image_size: int, path: str,
+                      batch_size: Optional[int] = None) -> None:
     """`function` as a TF SavedModel: jax2tf (native serialisation: the same StableHLO in an
-    XlaCallModule op), batch dimension None. Signature `serving_default`: input `images`;
+    XlaCallModule op), batch dimension None (or batch_size). Signature `serving_default`: input `images`;
     outputs `probabilities` and one per CAM method, named after it."""
     import tensorflow as tf
     from jax.experimental import jax2tf
@@ -147,10 +159,10 @@ def write_saved_model(function: Callable, image_size: int, path: str) -> None:
 
     module = tf.Module()
     module.predict = tf.function(
-        jax2tf.convert(flat, polymorphic_shapes=[f"(b, {image_size}, {image_size}, 3)"],
-                       with_gradient=False),
+        jax2tf.convert(flat, polymorphic_shapes=[f"({batch_size or 'b'}, {image_size}, "
+                                                 f"{image_size}, 3)"], with_gradient=False),
         autograph=False,
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32,
+        input_signature=[tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32,
                                       name="images")])
     tf.saved_model.save(module, path, signatures=module.predict)
 
@@ -170,7 +182,7 @@ def main(argv: Sequence[str]) -> None:
             raise errors.ConfigError("--platforms: give at least one, e.g. cpu,cuda")
         info = export_model(runs.restore(workdir), FLAGS.output, split(FLAGS.cams),
                             split(FLAGS.cam_layers), platforms, FLAGS.saved_model,
-                            source=source)
+                            source=source, batch_size=FLAGS.batch_size or None)
     except (errors.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -194,6 +206,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("platforms", ",".join(DEFAULT_PLATFORMS),
                         "Comma-separated platforms the artifact is lowered for (cpu, cuda, rocm, "
                         "tpu).")
+    flags.DEFINE_integer("batch_size", 0, "A fixed batch size (Score-CAM needs one); 0: any "
+                         "batch size (symbolic).")
     flags.DEFINE_boolean("saved_model", False, "Also write a TF SavedModel (needs TensorFlow).")
     flags.mark_flags_as_required(["output"])
 

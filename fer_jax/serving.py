@@ -16,7 +16,7 @@ caller's, following the contract's crop rule.
 """
 import json
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -32,7 +32,8 @@ class Served:
     """An exported model: call it on normalised faces for probabilities and CAMs.
 
     contract: the folder's contract.json; class_names: the K outputs in order;
-    image_size: S; methods: the CAM methods whose maps it returns, in order.
+    image_size: S; methods: the CAM methods whose maps it returns, in order;
+    batch_size: the one batch size it takes, or None for any (the default export).
     """
 
     def __init__(self, exported: Any, contract: Dict[str, Any]):
@@ -41,17 +42,21 @@ class Served:
         self.class_names: List[str] = list(contract["class_names"])
         self.image_size = int(contract["input"]["image_size"])
         self.methods: List[str] = list(contract["outputs"]["maps"]["methods"])
+        self.batch_size: Optional[int] = contract["input"]["shape"][0]   # None: any
         # One compilation per batch size, cached by jit.
         self._call = jax.jit(exported.call)
 
     def __call__(self, images: Any) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-        """images: (B, S, S, 3) float32, normalised as the contract's input says (normalise).
+        """images: (B, S, S, 3) float32 (B = batch_size if fixed), normalised as the contract's input says (normalise).
         Returns probabilities (B, K) float32 summing to 1, and {method: (B, S, S) float32
         in [0, 1]}: each method's map of the predicted class (the argmax)."""
         x = np.asarray(images, np.float32)
         s = self.image_size
-        if x.ndim != 4 or x.shape[1:] != (s, s, 3) or x.shape[0] < 1:
-            raise ValueError(f"images of shape {x.shape}; expected (B, {s}, {s}, 3) with B >= 1")
+        b = self.batch_size
+        if (x.ndim != 4 or x.shape[1:] != (s, s, 3) or x.shape[0] < 1
+                or (b is not None and x.shape[0] != b)):
+            raise ValueError(f"images of shape {x.shape}; expected ({b or 'B'}, {s}, {s}, 3)"
+                             + ("" if b else " with B >= 1"))
         probabilities, maps = jax.device_get(self._call(x))
         return np.asarray(probabilities), {m: np.asarray(maps[m]) for m in self.methods}
 

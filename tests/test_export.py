@@ -145,6 +145,19 @@ def test_default_methods_are_the_papers_gradient_methods_and_unknown_ones_fail(r
         export.inference_function(restored, ("nope",))
 
 
+def test_score_cam_needs_a_fixed_batch_which_the_artifact_and_loader_then_enforce(
+        restored, tmp_path):
+    with pytest.raises(errors.ConfigError, match="fixed --batch_size"):
+        export.export_model(restored, str(tmp_path / "any"), ("scorecam",))
+    info = export.export_model(restored, str(tmp_path / "two"), ("gradcam", "scorecam"),
+                               platforms=("cpu",), batch_size=2)
+    assert info["input"]["shape"] == [2, 64, 64, 3] and info["outputs"]["maps"]["shape"][0] == 2
+    model = serving.load(str(tmp_path / "two"))
+    assert model.exported.in_avals[0].shape == (2, 64, 64, 3) and model.batch_size == 2
+    with pytest.raises(ValueError, match=r"expected \(2, 64, 64, 3\)"):
+        model(np.zeros((3, 64, 64, 3), np.float32))
+
+
 def test_cli_exports_the_shipped_model_with_no_run_given(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_jax.export", f"--output={tmp_path}",
                            "--platforms=cpu"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
