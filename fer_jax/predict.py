@@ -198,6 +198,7 @@ class Predictor:
             batch[j] = faces.model_input(photo.faces[i].crop, self.image_size, self.input_rule)
         probs, preds, cam_maps, attention, feats = jax.device_get(
             self._infer(self.variables, jnp.asarray(batch)))
+        cam_maps = cam_maps[self.cam]
         slots = {id(photo): results for photo, results in waiting}
         for j, (photo, i) in enumerate(items):
             slots[id(photo)][i] = self._result(photo, photo.faces[i], probs[j], int(preds[j]),
@@ -236,14 +237,16 @@ class Predictor:
 
 
 def _infer(model, spec, attention_layer, size, variables, images):
-    """Probabilities, predicted class, its CAM and the layer attention, for (B, S, S, 3)."""
+    """Probabilities (B, K), predicted class (B,), its maps {method of spec: (B, S, S) in
+    [0, 1]}, the layer attention (B, S, S) and features, for (B, S, S, 3) model inputs.
+    Also the function fer_jax.export exports."""
     preds = jnp.argmax(model.apply(variables, images, train=False), -1)
     explained = cams.explain(model, variables, images, preds, spec,
                              extra_layers=(attention_layer,))
     feats = explained.probe.features[attention_layer]
     attention = maps.min_max(maps.upsample_attention(maps.channel_mean(feats), (size, size)))
     probs = jax.nn.softmax(explained.probe.logits.astype(jnp.float32), -1)
-    return probs, preds, explained.maps[spec.methods[0]], attention, feats
+    return probs, preds, explained.maps, attention, feats
 
 
 @jax.jit
