@@ -30,6 +30,8 @@ setuptools.setup(
         "matplotlib>=3.7",
         "tqdm",
         "safetensors>=0.4",
+        "google-crc32c>=1.5",     # TFRecord checksums (fer_jax.records)
+        "simplejpeg>=1.7",        # JPEG records decoded as TensorFlow does (fer_jax.datasets)
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3",
     ],
