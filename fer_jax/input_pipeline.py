@@ -91,13 +91,20 @@ def _decode(example: Dict[str, tf.Tensor], size: int) -> Dict[str, tf.Tensor]:
     }
 
 
-def _geometric_matrix(seeds: tf.Tensor, size: int, cfg: ml_collections.ConfigDict) -> tf.Tensor:
+def _rescaled(uniforms: tf.Tensor):
+    """u(i, lo, hi): uniform i in [lo, hi), as tf.random.stateless_uniform rescales its draw."""
+    return lambda i, lo=0.0, hi=1.0: uniforms[i] * (tf.constant(hi, tf.float32)
+                                                   - tf.constant(lo, tf.float32)) + lo
+
+
+def _geometric_matrix(uniforms: tf.Tensor, size: int, cfg: ml_collections.ConfigDict
+                      ) -> tf.Tensor:
     """3x3 map from output to input pixel coordinates: flip, resized crop, rotation.
 
     One transform for image and heatmap, so the map stays on the face.
     """
     s = float(size)
-    u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
+    u = _rescaled(uniforms)
     side = tf.sqrt(u(0, cfg.crop_scale_min, 1.0)) * s  # ratio 1 crop of that area
     ox, oy = u(1) * (s - side), u(2) * (s - side)
     k = side / s
@@ -115,10 +122,10 @@ def _geometric_matrix(seeds: tf.Tensor, size: int, cfg: ml_collections.ConfigDic
     return rot @ crop @ mirror
 
 
-def _photometric(image: tf.Tensor, seeds: tf.Tensor, cfg: ml_collections.ConfigDict
+def _photometric(image: tf.Tensor, uniforms: tf.Tensor, cfg: ml_collections.ConfigDict
                  ) -> tf.Tensor:
     """Colour jitter, grayscale, random erasing: the image only, never the heatmap."""
-    u = lambda i, lo=0.0, hi=1.0: tf.random.stateless_uniform([], seeds[i], lo, hi)
+    u = _rescaled(uniforms)
     b, c, sat, hue = cfg.color_jitter
 
     def jitter(x):
@@ -151,15 +158,22 @@ def augment(ex: Dict[str, tf.Tensor], seed: tf.Tensor, cfg: ml_collections.Confi
             ) -> Dict[str, tf.Tensor]:
     """The paper's train augmentations on one decoded example (stateless in `seed`)."""
     seeds = tf.random.experimental.stateless_split(seed, num=17)
+    uniforms = tf.stack([tf.random.stateless_uniform([], seeds[i]) for i in range(17)])
+    return augment_with(ex, uniforms, cfg)
+
+
+def augment_with(ex: Dict[str, tf.Tensor], uniforms: tf.Tensor, cfg: ml_collections.ConfigDict
+                 ) -> Dict[str, tf.Tensor]:
+    """`augment` with its 17 uniform draws in [0, 1) given (fer_jax.augment's reference)."""
     size = ex["image"].shape[0]
-    m = _geometric_matrix(seeds, size, cfg)
+    m = _geometric_matrix(uniforms, size, cfg)
     transform = tf.reshape(m / m[2, 2], [-1])[:8][None]
     stacked = tf.concat([ex["image"], ex["heatmap"][..., None]], axis=-1)[None]
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=stacked, transforms=transform, output_shape=[size, size],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
     out = dict(ex)
-    out["image"] = _photometric(warped[..., :3], seeds, cfg)
+    out["image"] = _photometric(warped[..., :3], uniforms, cfg)
     out["heatmap"] = warped[..., 3]
     return out
 

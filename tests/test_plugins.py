@@ -281,7 +281,7 @@ LAYERS = (
     ("fer_jax.capture", "fer_jax.alignment"),
     ("fer_jax.models", "fer_jax.methods"),                                 # the registries
     ("fer_jax.maps", "fer_jax.cutmix"),                                    # pure functions
-    ("fer_jax.datasets", "fer_jax.records"),                               # records, no TF
+    ("fer_jax.augment", "fer_jax.datasets", "fer_jax.records"),            # examples, no TF
     ("fer_jax.errors", "fer_jax.fields", "fer_jax"),
     ("data_prep",),
 )
