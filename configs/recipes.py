@@ -48,8 +48,7 @@ def paper_resnet50(dataset: str, align_weight: float) -> ml_collections.ConfigDi
     c.train.num_epochs = 20.0
     c.train.checkpoint_every_steps = 1000
     c.eval.batch_size = 256
-    c.input.shuffle_buffer = 20_000
-    c.input.cache = False              # >10k 224 px images: stream instead of caching
+    c.input.workers = 8                # 224 px augmentation: several cores feed an accelerator
     return c
 
 
@@ -75,8 +74,7 @@ def vit_finetune(dataset: str, model_name: str, align_weight: float, learning_ra
     c.train.num_epochs = num_epochs
     c.train.checkpoint_every_steps = 1000
     c.eval.batch_size = 256
-    c.input.cache = False
-    c.input.shuffle_buffer = 20_000
+    c.input.workers = 8
     return c
 
 

@@ -127,9 +127,9 @@ class RecordFile:
         for i in range(len(self)):
             yield self[i]
 
-    def __del__(self):
+    def __del__(self, _close=os.close):   # bound now: at interpreter exit `os` may be gone
         if self._fd is not None:
-            os.close(self._fd)
+            _close(self._fd)
 
 
 # --- tf.train.Example --------------------------------------------------------

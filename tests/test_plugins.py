@@ -275,6 +275,7 @@ LAYERS = (
      "fer_jax.predict_benchmark", "fer_jax.convert_weights"),            # entry points
     ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
     ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
+     "fer_jax.summaries",
      "fer_jax.data_parallel", "fer_jax.optim", "fer_jax.preemption", "fer_jax.report",
      "fer_jax.plots", "fer_jax.weights"),                                 # what a run uses
     ("fer_jax.cams", "fer_jax.metrics"),
