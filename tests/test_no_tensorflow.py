@@ -42,7 +42,7 @@ def test_main_evaluate_and_predict_never_import_tensorflow(tiny_data_dir, tmp_pa
         "--config.eval.num_plot_images=2"))
     assert os.path.isfile(os.path.join(workdir, "results.json"))
     run_listing("fer_jax.evaluate", f"--workdir={workdir}", f"--output={tmp_path / 'eval'}",
-                "--cam_methods=cam")
+                "--config.eval.cam_methods=cam")
     assert os.path.isfile(tmp_path / "eval" / "results.json")
     photos = tmp_path / "photos"
     photos.mkdir()
