@@ -26,7 +26,7 @@ import base64
 import os
 import tempfile
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -77,17 +77,25 @@ class Explainer:
         """A training run's latest checkpoint, or a shipped model's folder."""
         return cls(runs.restore(workdir), os.path.basename(os.path.normpath(workdir)), **kwargs)
 
-    def explain(self, path: str, method: str
-                ) -> Tuple[faces.PreparedPhoto, List[predict.FaceResult]]:
-        """predict.Predictor.predict_many on one photo file with `method`'s CAM."""
+    def predictor(self, method: str) -> predict.Predictor:
+        """The Predictor of a method of the menu (made on first use); UploadError 400 for
+        a method the menu lacks."""
         if method not in self.methods:
             raise UploadError(400, f"unknown CAM method {method!r}; the menu: {self.methods}")
         with self._lock:
             if method not in self._predictors:
+                # In-process reading (workers=1): one photo at a time gains nothing from a pool.
                 self._predictors[method] = predict.Predictor(
                     self.restored, cam=method, batch_size=_BATCH, max_faces=self.max_faces,
                     workers=1)
-            return next(self._predictors[method].predict_many([path]))
+            return self._predictors[method]
+
+    def explain(self, path: str, method: str
+                ) -> Tuple[faces.PreparedPhoto, List[predict.FaceResult]]:
+        """predict.Predictor.predict_many on one photo file with `method`'s CAM."""
+        predictor = self.predictor(method)
+        with self._lock:
+            return next(predictor.predict_many([path]))
 
 
 def png_url(rgb: np.ndarray) -> str:
@@ -200,8 +208,10 @@ def create_app(explainer: Explainer, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     from fastapi.staticfiles import StaticFiles
 
     app = FastAPI(title="fer_jax")
+    limit = (f"{max_upload_bytes / 2 ** 20:g} MB" if max_upload_bytes >= 2 ** 20
+             else f"{max_upload_bytes} bytes")
     app.add_middleware(BodyLimit, limit=max_upload_bytes,
-                       detail=f"upload too large: the limit is {max_upload_bytes / 2 ** 20:g} MB")
+                       detail=f"upload too large: the limit is {limit}")
 
     @app.exception_handler(UploadError)
     def _bad_upload(request: Request, e: UploadError) -> JSONResponse:
@@ -224,8 +234,9 @@ def create_app(explainer: Explainer, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     # A plain `def`: FastAPI runs it in its thread pool, so the server keeps answering
     # (the page, /api/info, other uploads' 4xx) while a photo is explained.
     @app.post("/api/predict")
-    def predict_photo(file: UploadFile = File(...), cam: Optional[str] = Query(None),
-                      maps: bool = Query(False)) -> Dict[str, Any]:
+    def predict_photo(file: Annotated[UploadFile, File()],
+                      cam: Annotated[Optional[str], Query()] = None,
+                      maps: Annotated[bool, Query()] = False) -> Dict[str, Any]:
         data = file.file.read(max_upload_bytes + 1)
         return explain_upload(explainer, data, file.filename or "upload",
                               cam or explainer.default, maps, max_side, max_pixels)
