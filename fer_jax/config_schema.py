@@ -4,7 +4,7 @@ Config files (`configs/*.py`) start from `defaults()` and change values; they
 never add keys. `validate(config)` runs before anything else and fails with a
 message naming the bad key and what is allowed.
 """
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import ml_collections
 
@@ -257,6 +257,22 @@ def _validate(config: Any, schema: dict, prefix: str) -> None:
         error = spec.check(value)
         if error:
             raise ConfigError(f"config.{prefix}{key}={value!r} {error} ({spec.doc})")
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Checks {"model.dtype": "bfloat16", ...} field by field (a ConfigError naming the first
+    unknown key or bad value): for overrides of a config that is not itself a training
+    config, such as a shipped model's run.json."""
+    for key, value in values.items():
+        node: Any = schema()
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"unknown config key {key}")
+            node = node[part]
+        error = node.check(value) if isinstance(node, Field) else "is a group, not a field"
+        if error:
+            raise ConfigError(f"config.{key}={value!r} {error}"
+                              + (f" ({node.doc})" if isinstance(node, Field) else ""))
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -96,6 +96,17 @@ def paper_table(posthoc_config: str, method_config: Callable[[str], str],
     return cells
 
 
+# APViT's row (a model, not a training-time method): no class map, so the paper leaves its
+# CAM-COS out; fer_jax scores the class-token attention of its last block on the IR grid.
+APVIT = "apvit"
+APVIT_MAP = "cls_attention"
+
+
+def apvit_row(config: str) -> List[Cell]:
+    """The APViT row of a paper table: its config without and with AU guidance."""
+    return _with_and_without(APVIT, config, {"eval.cam_methods": (APVIT_MAP,)}, (APVIT_MAP,))
+
+
 def lambda_sweep(config: str, overrides: Optional[Mapping[str, Any]] = None) -> List[Cell]:
     """One cell per lambda of SWEEP_LAMBDAS."""
     return [Cell(_lambda_name(w), config, {**(overrides or {}), "align.weight": w})
@@ -128,23 +139,26 @@ def _grids() -> Dict[str, Grid]:
     shortcut = {"dataset.name": "synthetic_faces/shortcut", "train.num_epochs": 6.0,
                 "eval.faithfulness_steps": 8, **cam_only}
     grids = [
-        Grid("paper_table", "paper_table", "RAF-DB, ResNet-50 (TS-CAM: DeiT-S): every method "
-             "without and with AU guidance (lambda 4)",
-             tuple(paper_table(_RAFDB, paper_config("rafdb"), methods.paper_methods("rafdb")))),
-        Grid("paper_table_affectnet", "paper_table", "AffectNet, ResNet-50: every CNN method "
-             "without and with AU guidance (lambda 9)",
+        Grid("paper_table", "paper_table", "RAF-DB, ResNet-50 (TS-CAM: DeiT-S), and APViT: "
+             "every method without and with AU guidance (lambda 4)",
+             tuple(paper_table(_RAFDB, paper_config("rafdb"), methods.paper_methods("rafdb"))
+                   + apvit_row("configs/paper/rafdb_apvit.py"))),
+        Grid("paper_table_affectnet", "paper_table", "AffectNet, ResNet-50, and APViT: every "
+             "CNN method without and with AU guidance (lambda 9)",
              tuple(paper_table("configs/affectnet_resnet50.py",
-                               paper_config("affectnet"), AFFECTNET_METHODS))),
+                               paper_config("affectnet"), AFFECTNET_METHODS)
+                   + apvit_row("configs/paper/affectnet_apvit.py"))),
         Grid("lambda_sweep", "lambda_sweep", "RAF-DB, ResNet-50 + CAM: lambda in "
              f"{', '.join(f'{w:g}' for w in SWEEP_LAMBDAS)}", tuple(lambda_sweep(_RAFDB))),
         Grid("layer_ablation", "layer_ablation", "RAF-DB, ResNet-50 + CAM, lambda 4: which "
              "layers are aligned", tuple(layer_ablation(_RAFDB))),
         Grid("paper_table_synthetic", "paper_table", "synthetic_faces/small, the miniature "
-             "ResNet-18/16, 6 epochs (TS-CAM: ViT patch 8, 5 epochs): every method without "
-             "and with AU guidance (lambda 4)",
+             "ResNet-18/16, 6 epochs (TS-CAM: ViT patch 8, 5 epochs; APViT: the micro "
+             "APViT, 6 epochs): every method without and with AU guidance (lambda 4)",
              tuple(paper_table(_MINIATURE, f"{_MINIATURE}:{{}}".format,
                                methods.paper_methods(),
-                               {"eval.cam_methods": PAPER_POSTHOC + ("random", "centre")}))),
+                               {"eval.cam_methods": PAPER_POSTHOC + ("random", "centre")})
+                   + apvit_row(f"{_MINIATURE}:{APVIT}"))),
         Grid("lambda_sweep_synthetic", "lambda_sweep", "synthetic_faces/small, the miniature "
              "model + CAM: lambda in " + ", ".join(f"{w:g}" for w in SWEEP_LAMBDAS),
              tuple(lambda_sweep(_MINIATURE, cam_only))),

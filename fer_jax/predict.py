@@ -30,7 +30,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -130,9 +130,11 @@ class Predictor:
             _infer, self.model, self.spec, self.attention_layer, self.image_size))
 
     @classmethod
-    def from_workdir(cls, workdir: str, **kwargs) -> "Predictor":
-        """The latest checkpoint of a training run (needs run.json, not the dataset)."""
-        return cls(runs.restore(workdir), **kwargs)
+    def from_workdir(cls, workdir: str, overrides: Optional[Mapping[str, Any]] = None,
+                     **kwargs) -> "Predictor":
+        """The latest checkpoint of a training run (needs run.json, not the dataset);
+        `overrides` ({"model.dtype": "bfloat16"}) change the run's config first."""
+        return cls(runs.restore(workdir, overrides), **kwargs)
 
     @classmethod
     def default(cls, **kwargs) -> "Predictor":
@@ -196,6 +198,7 @@ class Predictor:
             batch[j] = faces.model_input(photo.faces[i].crop, self.image_size, self.input_rule)
         probs, preds, cam_maps, attention, feats = jax.device_get(
             self._infer(self.variables, jnp.asarray(batch)))
+        cam_maps = cam_maps[self.cam]
         slots = {id(photo): results for photo, results in waiting}
         for j, (photo, i) in enumerate(items):
             slots[id(photo)][i] = self._result(photo, photo.faces[i], probs[j], int(preds[j]),
@@ -234,14 +237,16 @@ class Predictor:
 
 
 def _infer(model, spec, attention_layer, size, variables, images):
-    """Probabilities, predicted class, its CAM and the layer attention, for (B, S, S, 3)."""
+    """Probabilities (B, K), predicted class (B,), its maps {method of spec: (B, S, S) in
+    [0, 1]}, the layer attention (B, S, S) and features, for (B, S, S, 3) model inputs.
+    Also the function fer_jax.export exports."""
     preds = jnp.argmax(model.apply(variables, images, train=False), -1)
     explained = cams.explain(model, variables, images, preds, spec,
                              extra_layers=(attention_layer,))
     feats = explained.probe.features[attention_layer]
     attention = maps.min_max(maps.upsample_attention(maps.channel_mean(feats), (size, size)))
     probs = jax.nn.softmax(explained.probe.logits.astype(jnp.float32), -1)
-    return probs, preds, explained.maps[spec.methods[0]], attention, feats
+    return probs, preds, explained.maps, attention, feats
 
 
 @jax.jit
@@ -351,7 +356,10 @@ def main(argv: Sequence[str]) -> None:
             reader = video.VideoReader(FLAGS.video)
         workdir = model_workdir(FLAGS.workdir, FLAGS.weights)
         if workdir:
-            predictor = Predictor.from_workdir(workdir, **options)
+            predictor = Predictor.from_workdir(workdir, cli.overrides(), **options)
+        elif cli.overrides():
+            raise errors.ConfigError("--config.KEY=VALUE overrides change a run's config: "
+                                     "give --workdir (or neither --workdir nor --weights)")
         else:
             predictor = Predictor.from_weights(FLAGS.weights, FLAGS.model, image_size=FLAGS.image_size,
                                                **options)
@@ -380,9 +388,12 @@ def main(argv: Sequence[str]) -> None:
 
 def _define_flags() -> None:
     from absl import flags
+    from fer_jax import cli
     flags.DEFINE_string("workdir", None, "A training run (its run.json and checkpoints/); "
                         "without it and --weights: the shipped FER2013 mini-Xception.")
     flags.DEFINE_string("weights", None, "Or: a converted weights file (.npz).")
+    cli.define_config_overrides("Overrides of the run's config, e.g. "
+                                "--config.model.dtype=bfloat16 (inference in bfloat16).")
     flags.DEFINE_string("model", None, "With --weights: the model name (checked against the file).")
     flags.DEFINE_integer("image_size", 224, "With --weights: the model's input size.")
     flags.DEFINE_string("images", None, "A photo, a folder (recursive) or a glob.")

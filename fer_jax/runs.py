@@ -11,7 +11,7 @@ fer_jax/pretrained).
 import json
 import os
 from importlib import metadata
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -109,12 +109,21 @@ class Restored(NamedTuple):
     input_rule: faces.InputRule = faces.InputRule()   # crop rule, colour, normalisation
 
 
-def restore(workdir: str) -> Restored:
+def restore(workdir: str, overrides: Optional[Mapping[str, Any]] = None) -> Restored:
     """Model and variables of the latest checkpoint of `workdir` (or of its WEIGHTS_FILE
-    when it has no checkpoints/), without dataset or optimiser."""
+    when it has no checkpoints/), without dataset or optimiser.
+
+    overrides: {"model.dtype": "bfloat16", ...} applied to the run's config first (a key
+    it lacks, or a bad value, is a ConfigError naming it; only the overridden fields are
+    checked: a shipped model's config names no dataset of ours).
+    """
     workdir = os.path.abspath(os.path.expanduser(workdir))
     info = read(workdir)
     config = info["config"]
+    if overrides:
+        from fer_jax import cli
+        config_schema.check_values(overrides)
+        cli.apply_overrides(config, overrides)
     class_names = info.get("class_names")
     if class_names is None:   # an old run: the dataset knows its classes
         from fer_jax import input_pipeline

@@ -5,6 +5,8 @@ fer_jax.models.registry, and fer_jax's own):
   *.safetensors   timm / torchvision state dicts of resnet18/34/50 and
                   vit/deit_{tiny,small,base}_patch16 (+ vit_base_patch32). Read
                   with `safetensors.numpy`: PyTorch is not needed.
+  *.pth, *.pt     PyTorch state dicts (face.evoLVe IR-50 for APViT; an original timm
+                  ViT-S), read with `torch.load(weights_only=True)`: needs PyTorch.
   *.npz           Google ViT / AugReg checkpoints (`embedding/kernel`, `cls`,
                   `Transformer/encoderblock_{i}/...`, optionally under `opt/target/`),
                   or a file written by `save` (marked by the `__fer_jax_format__` key).
@@ -96,9 +98,11 @@ def read_tensors(path: str) -> Dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     if ext in (".h5", ".hdf5"):
         return _read_keras_hdf5(path)
+    if ext in (".pth", ".pt"):
+        return _read_torch(path)
     raise ValueError(f"weights file {path!r}: unknown extension {ext!r}; expected "
-                     "'.safetensors' (timm), '.npz' (Google ViT/AugReg or fer_jax) or "
-                     "'.hdf5' / '.h5' (Keras)")
+                     "'.safetensors' (timm), '.pth' (PyTorch state dict), '.npz' (Google "
+                     "ViT/AugReg or fer_jax) or '.hdf5' / '.h5' (Keras)")
 
 
 def _read_keras_hdf5(path: str) -> Dict[str, np.ndarray]:
@@ -119,6 +123,35 @@ def _read_keras_hdf5(path: str) -> Dict[str, np.ndarray]:
                 name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
                 weight = name.rsplit("/", 1)[-1].split(":")[0]
                 out[f"{layer}/{weight}"] = np.asarray(group[name])
+    return out
+
+
+def _read_torch(path: str) -> Dict[str, np.ndarray]:
+    """A PyTorch state dict (optionally under 'state_dict' or 'model', as training
+    scripts save it): tensors only, unpickled with `weights_only=True` (no code runs)."""
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"weights file {path!r}: reading a PyTorch .pth file needs torch "
+                         "(pip install torch); or save it as .safetensors first") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises whatever its unpickler met (EOFError, ...)
+        raise ValueError(f"{path!r} is not a readable PyTorch state dict "
+                         f"({type(err).__name__}: {err})") from err
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path!r}: entry {key!r} is a {type(value).__name__}, not a "
+                             "tensor; not a state dict")
+        value = value.detach().cpu()
+        # NumPy has no bfloat16: widen it (the model's dtype is applied on loading).
+        out[key] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     return out
 
 
@@ -161,8 +194,10 @@ def _fer_jax(key: str, w: np.ndarray, shape_of: registry.ShapeOf) -> Mapped:
 # ----------------------------------------------------------------------------- conversion
 
 def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
-                  ) -> Tuple[Callable[..., Mapped], Dict[str, np.ndarray], List[str], str]:
-    """-> (mapping, tensors to map, skipped notes, pos-embed resampling method)."""
+                  ) -> Tuple[Callable[..., Mapped], Dict[str, np.ndarray], List[str], str,
+                             Tuple[str, ...]]:
+    """-> (mapping, tensors to map, skipped notes, pos-embed resampling method, modules
+    the format never holds)."""
     family = registry.family_of(model_name, what="model_name")
     if FORMAT_KEY in tensors:
         version = int(tensors[FORMAT_KEY])
@@ -172,7 +207,7 @@ def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
         if saved_name != model_name:
             raise ValueError(f"{path!r} holds weights of model {saved_name!r}, not {model_name!r}")
         rest = {k: v for k, v in tensors.items() if k not in (FORMAT_KEY, MODEL_KEY)}
-        return _fer_jax, rest, [], "bicubic"
+        return _fer_jax, rest, [], "bicubic", ()
     ext = os.path.splitext(path)[1].lower()
     formats = [f for f in family.formats if f.extension == ext]
     if not formats:
@@ -182,7 +217,7 @@ def _pick_mapping(tensors: Mapping[str, np.ndarray], path: str, model_name: str
                          f"models read: {known}")
     fmt = formats[0]
     rest, skipped = fmt.prepare(tensors, path)
-    return fmt.mapping, rest, skipped, fmt.resample
+    return fmt.mapping, rest, skipped, fmt.resample, fmt.fresh
 
 
 def _grid_of(pos_shape: Tuple[int, ...]) -> Optional[Tuple[int, int]]:
@@ -214,7 +249,7 @@ def convert(variables: Mapping[str, Any], tensors: Mapping[str, np.ndarray], pat
     if head_kernel is None or head_kernel.shape[-1] != num_classes:
         raise ValueError(f"variables do not belong to a model with num_classes={num_classes} "
                          f"(head kernel: {None if head_kernel is None else head_kernel.shape})")
-    mapping, to_map, skipped, resample_method = _pick_mapping(tensors, path, model_name)
+    mapping, to_map, skipped, resample_method, fresh = _pick_mapping(tensors, path, model_name)
     report = LoadReport(skipped=skipped)
 
     def shape_of(key: Key) -> Optional[Tuple[int, ...]]:
@@ -262,8 +297,13 @@ def convert(variables: Mapping[str, Any], tensors: Mapping[str, np.ndarray], pat
         if tuple(array.shape) != tuple(targets[key].shape):
             misshaped.append(f"{file_key} -> {'/'.join(key)}: file {tuple(array.shape)} "
                              f"(converted), model {tuple(targets[key].shape)}")
+    # Modules this format never holds (WeightFormat.fresh) keep their initial values.
+    fresh_keys = [k for k in targets if k[0] == "params" and len(k) > 1 and k[1] in fresh
+                  and k not in provided]
+    report.reinitialised.extend(f"{'/'.join(k)} (not in {os.path.splitext(path)[1]} files of "
+                                "this model)" for k in fresh_keys)
     missing = [f"{'/'.join(k)} {tuple(targets[k].shape)}" for k in targets
-               if k not in provided and k not in head_keys]
+               if k not in provided and k not in head_keys and k not in fresh_keys]
     if missing or unexpected or misshaped:
         raise CheckpointMismatchError(path, missing, unexpected, misshaped)
 

@@ -38,8 +38,8 @@ def test_paper_tables_pair_lambda_zero_with_the_configs_own_lambda():
         variants = {}
         for cell in grid.cells:
             variants.setdefault(cell.variant, []).append(loaded[cell.name].align.weight)
-        assert set(variants) == {grids.POSTHOC, "wildcat", "acol", "prm", "adl", "cutmix"} | (
-            set() if name.endswith("_affectnet") else {"tscam"})
+        assert set(variants) == {grids.POSTHOC, "wildcat", "acol", "prm", "adl", "cutmix",
+                                 "apvit"} | (set() if name.endswith("_affectnet") else {"tscam"})
         for variant, weights in variants.items():
             assert sorted(weights) == [0.0, paper_lambda], (name, variant)
 

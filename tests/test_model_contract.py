@@ -37,6 +37,10 @@ def model_variants() -> Iterator[Tuple[str, str, str]]:
 def build(name: str, key: str, value: Any, size: int = 32) -> Any:
     c = config_schema.defaults()
     c.model.name, c.model.width, c.model.vit_pos_size = name, 4, size
+    family = registry.get(name).family
+    if family.head_key:   # the family's own first head (APViT has no "gap")
+        head_group, head_leaf = family.head_key.split(".")
+        c[head_group][head_leaf] = family.heads[0]
     group, leaf = key.split(".")
     c[group][leaf] = value
     return models.create_model(c.model, 5)

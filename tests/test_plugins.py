@@ -273,7 +273,7 @@ LAYERS = (
     ("fer_jax.serve",),                                                    # serves predict
     ("fer_jax.main", "fer_jax.experiments", "fer_jax.tables", "fer_jax.grids",
      "fer_jax.predict", "fer_jax.benchmark", "fer_jax.cam_benchmark",
-     "fer_jax.predict_benchmark", "fer_jax.convert_weights"),            # entry points
+     "fer_jax.predict_benchmark", "fer_jax.convert_weights", "fer_jax.export"),  # entry points
     ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
     ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
      "fer_jax.data_parallel", "fer_jax.optim", "fer_jax.preemption", "fer_jax.report",
@@ -282,7 +282,7 @@ LAYERS = (
     ("fer_jax.capture", "fer_jax.alignment"),
     ("fer_jax.models", "fer_jax.methods"),                                 # the registries
     ("fer_jax.maps", "fer_jax.cutmix"),                                    # pure functions
-    ("fer_jax.errors", "fer_jax.fields", "fer_jax.pretrained", "fer_jax"),
+    ("fer_jax.errors", "fer_jax.fields", "fer_jax.pretrained", "fer_jax.serving", "fer_jax"),
     ("data_prep",),
 )
 

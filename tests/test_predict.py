@@ -179,6 +179,25 @@ def test_without_workdir_or_weights_the_shipped_model_is_loaded():
         predict.model_workdir("runs/x", "w.npz")
 
 
+def test_config_overrides_reach_the_restored_model_and_bad_ones_are_named(tmp_path):
+    """predict's --config.KEY=VALUE (the dialect of main/evaluate) change the run's config
+    before the model is built; a bad key or value is refused naming it, before any work."""
+    import jax.numpy as jnp
+    from fer_jax import runs
+    restored = runs.restore(pretrained.path(), {"model.dtype": "bfloat16"})
+    assert restored.config.model.dtype == "bfloat16" and restored.model.dtype == jnp.bfloat16
+    assert runs.restore(pretrained.path()).model.dtype == jnp.float32
+    with pytest.raises(errors.ConfigError, match="must be one of \\['float32', 'bfloat16'\\]"):
+        runs.restore(pretrained.path(), {"model.dtype": "float8"})
+    cmd = [sys.executable, "-m", "fer_jax.predict", f"--images={tmp_path}",
+           f"--output={tmp_path / 'out'}", "--config.model.dtyp=bfloat16"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "error: --config.model.dtyp: unknown key 'dtyp' in model; valid: [")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_model_explains_a_smile_on_its_own_tight_grey_crop():
     """The FER2013 mini-Xception on the astronaut (clearly smiling): what it says, and the AU
     map rasterised on the landmark crop it reads (rebuilt here from the file landmarks)."""

@@ -157,8 +157,11 @@ def test_resnet_file_into_a_vit_is_a_mismatch(tmp_path):
 
 def test_bad_names_and_extensions_are_named(tmp_path):
     blank = _random_variables(resnet.ResNet18(num_classes=5), 32)
+    (tmp_path / "w.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match="'.ckpt'"):
+        weights.load_pretrained(blank, str(tmp_path / "w.ckpt"), "resnet18", 5)
     (tmp_path / "w.pth").write_bytes(b"")
-    with pytest.raises(ValueError, match="'.pth'"):
+    with pytest.raises(ValueError, match=r"w\.pth'.*PyTorch"):   # unreadable, or no torch
         weights.load_pretrained(blank, str(tmp_path / "w.pth"), "resnet18", 5)
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         weights.load_pretrained(blank, str(tmp_path / "nope.npz"), "resnet18", 5)

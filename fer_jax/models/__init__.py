@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from fer_jax.models import contract, registry
 from fer_jax.models import mini_xception, resnet, vit  # noqa: F401  (each registers its family)
+from fer_jax.models import apvit  # noqa: F401,I001  (after vit: it reuses its blocks)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,7 +37,8 @@ class _Constructors(Mapping[str, Callable[..., nn.Module]]):
 
 MODELS: Mapping[str, Callable[..., nn.Module]] = _Constructors()
 
-__all__ = ["MODELS", "contract", "create_model", "mini_xception", "registry", "resnet", "vit"]
+__all__ = ["MODELS", "apvit", "contract", "create_model", "mini_xception", "registry", "resnet",
+           "vit"]
 
 
 def create_model(model_config: Any, num_classes: int, bn_axis_name: str | None = None

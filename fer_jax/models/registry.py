@@ -29,13 +29,17 @@ class WeightFormat:
     prepare(tensors, path) -> (tensors to map, notes on skipped keys): raises ValueError
       when the file is not of this format;
     mapping: (file key, tensor, shape_of) -> Mapped;
-    resample: how the source library resamples position embeddings ("bicubic", "bilinear").
+    resample: how the source library resamples position embeddings ("bicubic", "bilinear");
+    fresh: top-level modules of the model that files of this format never hold (APViT's
+      projection of the CNN grid): kept from the initialised variables, reported as
+      re-initialised, as the head is when the class count differs.
     """
     extension: str
     description: str
     prepare: Callable[[Mapping[str, Any], str], Tuple[Dict[str, Any], List[str]]]
     mapping: Callable[[str, Any, ShapeOf], Mapped]
     resample: str = "bicubic"
+    fresh: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

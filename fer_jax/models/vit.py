@@ -115,21 +115,25 @@ class Attention(nn.Module):
     """Multi-head self-attention with separate query/key/value projections.
 
     Separate (D, heads, head_dim) kernels mirror Google's layout; timm's fused
-    `qkv` Linear is split on import. (B, N, D) -> (B, N, D).
+    `qkv` Linear is split on import. (B, N, D) -> (B, N, D); with `return_logits`,
+    also the pre-softmax logits (B, heads, N, N) float32 (APViT ranks tokens by them,
+    fer_jax.models.apvit).
     """
     num_heads: int
     dtype: Dtype = jnp.float32
     dropout: float = 0.0
+    qkv_bias: bool = True         # biases of query, key, value (the original timm ViT-S has none)
+    return_logits: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> Any:
         dim = x.shape[-1]
         if dim % self.num_heads:
             raise ValueError(f"embedding dim {dim} is not divisible by num_heads={self.num_heads}")
         head_dim = dim // self.num_heads
         dense = functools.partial(
             nn.DenseGeneral, features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform())
+            use_bias=self.qkv_bias, kernel_init=nn.initializers.xavier_uniform())
         q = dense(name="query")(x) * (head_dim ** -0.5)
         k = dense(name="key")(x)
         v = dense(name="value")(x)
@@ -140,7 +144,8 @@ class Attention(nn.Module):
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
         out = nn.DenseGeneral(dim, axis=(-2, -1), dtype=self.dtype,
                               kernel_init=nn.initializers.xavier_uniform(), name="out")(out)
-        return nn.Dropout(self.dropout, deterministic=not train)(out)
+        out = nn.Dropout(self.dropout, deterministic=not train)(out)
+        return (out, logits.astype(jnp.float32)) if self.return_logits else out
 
 
 class Mlp(nn.Module):
