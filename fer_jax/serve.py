@@ -1,8 +1,11 @@
 """A local web page and a JSON endpoint that explain a model's predictions on an uploaded photo.
 
-  python -m fer_jax.serve [--workdir=RUN] [--host=127.0.0.1] [--port=8000] [--cam=gradcam++]
+  python -m fer_jax.serve [--workdir=RUN | --export=DIR] [--host=127.0.0.1] [--port=8000]
+      [--cam=gradcam++] [--cams=gradcam,gradcam++,layercam]
 
-Without --workdir it serves the model shipped in the package (fer_jax.pretrained.DEFAULT).
+Without --workdir or --export it serves the model shipped in the package
+(fer_jax.pretrained.DEFAULT). --export serves an artifact of `python -m fer_jax.export`
+through fer_jax.serving: the same page, its menu the artifact's maps, no layer attention.
 Open http://127.0.0.1:8000/, drop or pick a photo: every face is boxed, and each face
 gets its probabilities (bars), the AU map of its predicted expression, the CAM of the
 method chosen in the menu, and the agreement of the two (CAM-COS, ATT-COS).
@@ -18,7 +21,8 @@ Endpoints (FastAPI, served by uvicorn):
                       the byte limit, 415 not an image, 422 too many pixels or no face.
 
 Every photo goes through predict.Predictor (the same reading, face finding, crops,
-model input and agreement as `python -m fer_jax.predict`); the upload is written to a
+model input and agreement as `python -m fer_jax.predict`; for --export, ExportedPredictor,
+predict's Predictor with the artifact as its model); the upload is written to a
 temporary folder for it and removed with it. One photo is explained at a time (a lock):
 the model and dlib run on every core already.
 """
@@ -26,13 +30,13 @@ import base64
 import os
 import tempfile
 import threading
-from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from data_prep import faces
-from fer_jax import cams, errors, plots, predict, runs
+from data_prep import codebook, faces
+from fer_jax import cams, errors, plots, predict, runs, serving
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
 DEFAULT_CAM = "gradcam++"            # predict's default method: the menu's first choice
@@ -52,30 +56,91 @@ class UploadError(Exception):
         self.status, self.reason, self.rows = status, reason, list(rows)
 
 
-class Explainer:
-    """The live model behind the page: one predict.Predictor per CAM method of the menu
-    (each compiles on its first face), all sharing one restored run."""
+class ExportedPredictor(predict.Predictor):
+    """predict.Predictor over an exported model (fer_jax.serving) instead of a live one: the
+    same reading, faces, crop (the contract's rule and side), model input and AU agreement.
+    The artifact returns probabilities and maps only: no layer attention, no ATT-COS."""
 
-    def __init__(self, restored: runs.Restored, name: str, methods: Sequence[str] = (),
-                 default: str = DEFAULT_CAM, max_faces: int = MAX_FACES):
-        self.restored, self.name = restored, name
-        # The menu: every method that applies to the model, less the chance-level rows.
-        menu = list(methods) or [m for m in cams.applicable(restored.model)
-                                 if not cams.REGISTRY[m].reference]
-        self.methods = cams.select(menu, restored.model, key="serve.cams")
+    def __init__(self, served: serving.Served, cam: str, batch_size: int = _BATCH,
+                 max_faces: Optional[int] = None):
+        # Not super().__init__, which builds the live model: the settings its methods read,
+        # from the contract (tests/test_serve.py checks the rows against the live model's).
+        rule = served.contract["input"]
+        self.class_names = list(served.class_names)
+        self.image_size = served.image_size
+        self.record_size = int(rule["crop_size"])
+        self.input_rule = faces.InputRule.from_json(rule)
+        self.cam = cam
+        self.batch_size = served.batch_size or batch_size
+        self.max_faces, self.detect, self.workers, self.preview_side = max_faces, True, 1, 0
+        self._canonical = [codebook.EXPRESSIONS.index(n) if n in codebook.EXPRESSIONS else None
+                           for n in self.class_names]
+        self.variables = {}   # the parameters are constants inside the artifact
+        self._served = served
+        self._infer = self._exported   # type: ignore[assignment]  # the jitted live model's place
+
+    def _exported(self, variables: Any, images: Any) -> Tuple[Any, ...]:
+        """predict._infer's outputs from the artifact: attention and features None."""
+        x = np.asarray(images)
+        n = len(x)
+        if self._served.batch_size:   # an artifact of a fixed batch size: pad to it
+            x = np.concatenate([x, np.zeros((self._served.batch_size - n,) + x.shape[1:],
+                                            x.dtype)])
+        probabilities, maps = self._served(x)
+        return (probabilities[:n], probabilities[:n].argmax(-1),
+                {m: v[:n] for m, v in maps.items()}, None, None)
+
+
+class Explainer:
+    """The model behind the page: one predict.Predictor per CAM method of the menu, made on
+    first use (a live model's compiles then), all sharing one restored run or artifact."""
+
+    def __init__(self, make: Callable[[str], predict.Predictor], name: str,
+                 class_names: Sequence[str], methods: Sequence[str], default: Optional[str] = None,
+                 max_faces: int = MAX_FACES):
+        self.make, self.name = make, name
+        self.class_names, self.methods = list(class_names), list(methods)
+        default = default or (DEFAULT_CAM if DEFAULT_CAM in self.methods else self.methods[0])
         if default not in self.methods:
             raise errors.ConfigError(f"--cam={default!r} is not in the menu {self.methods}")
         if max_faces < 1:
             raise errors.ConfigError(f"--max_faces={max_faces}: expected >= 1")
         self.default, self.max_faces = default, max_faces
-        self.class_names = list(restored.class_names)
         self._predictors: Dict[str, predict.Predictor] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_workdir(cls, workdir: str, **kwargs) -> "Explainer":
-        """A training run's latest checkpoint, or a shipped model's folder."""
-        return cls(runs.restore(workdir), os.path.basename(os.path.normpath(workdir)), **kwargs)
+    def from_workdir(cls, workdir: str, methods: Sequence[str] = (),
+                     default: Optional[str] = None, max_faces: int = MAX_FACES) -> "Explainer":
+        """A training run's latest checkpoint, or a shipped model's folder. methods: the
+        menu; () = every method that applies to the model, less the chance-level rows."""
+        restored = runs.restore(workdir)
+        menu = list(methods) or [m for m in cams.applicable(restored.model)
+                                 if not cams.REGISTRY[m].reference]
+
+        def make(method: str) -> predict.Predictor:
+            # In-process reading (workers=1): one photo at a time gains nothing from a pool.
+            return predict.Predictor(restored, cam=method, batch_size=_BATCH,
+                                     max_faces=max_faces, workers=1)
+        return cls(make, os.path.basename(os.path.normpath(workdir)), restored.class_names,
+                   cams.select(menu, restored.model, key="serve.cams"), default, max_faces)
+
+    @classmethod
+    def from_export(cls, folder: str, methods: Sequence[str] = (),
+                    default: Optional[str] = None, max_faces: int = MAX_FACES) -> "Explainer":
+        """An exported model (`python -m fer_jax.export`); methods: the menu, among the
+        artifact's maps (() = all of them)."""
+        served = serving.load(folder)
+        unknown = [m for m in methods if m not in served.methods]
+        if unknown:
+            raise errors.ConfigError(f"--cams: {unknown} not in the exported maps "
+                                     f"{served.methods} of {folder}")
+
+        def make(method: str) -> predict.Predictor:
+            return ExportedPredictor(served, method, max_faces=max_faces)
+        name = f"{served.contract.get('model', '?')} (exported: {os.path.normpath(folder)})"
+        return cls(make, name, served.class_names, list(methods) or served.methods, default,
+                   max_faces)
 
     def predictor(self, method: str) -> predict.Predictor:
         """The Predictor of a method of the menu (made on first use); UploadError 400 for
@@ -84,10 +149,7 @@ class Explainer:
             raise UploadError(400, f"unknown CAM method {method!r}; the menu: {self.methods}")
         with self._lock:
             if method not in self._predictors:
-                # In-process reading (workers=1): one photo at a time gains nothing from a pool.
-                self._predictors[method] = predict.Predictor(
-                    self.restored, cam=method, batch_size=_BATCH, max_faces=self.max_faces,
-                    workers=1)
+                self._predictors[method] = self.make(method)
             return self._predictors[method]
 
     def explain(self, path: str, method: str
@@ -107,12 +169,14 @@ def png_url(rgb: np.ndarray) -> str:
 
 def face_pictures(row: predict.FaceResult) -> Dict[str, Any]:
     """The face's tiles (plots.face_tile, as predict's pictures): crop, CAM, attention and
-    AU map overlays as PNG data URLs; au_map None where the face has none."""
+    AU map overlays as PNG data URLs; au_map None where the face has none, attention None
+    for an exported model."""
     assert row.crop is not None
     return {"face": row.face,
             "crop": png_url(plots.face_tile(row.crop)),
             "cam": png_url(plots.face_tile(row.crop, row.cam)),
-            "attention": png_url(plots.face_tile(row.crop, row.attention)),
+            "attention": None if row.attention is None else png_url(
+                plots.face_tile(row.crop, row.attention)),
             "au_map": None if row.au_map is None else png_url(plots.face_tile(row.crop,
                                                                               row.au_map))}
 
@@ -259,9 +323,14 @@ def main(argv: Sequence[str]) -> None:
     try:
         if FLAGS.max_upload_mb <= 0:
             raise errors.ConfigError(f"--max_upload_mb={FLAGS.max_upload_mb}: expected > 0")
-        explainer = Explainer.from_workdir(
-            FLAGS.workdir or pretrained.path(), default=FLAGS.cam, max_faces=FLAGS.max_faces,
-            methods=tuple(m for m in (FLAGS.cams or "").split(",") if m))
+        if FLAGS.workdir and FLAGS.export:
+            raise errors.ConfigError("give at most one of --workdir=RUN or --export=DIR")
+        menu = tuple(m for m in (FLAGS.cams or "").split(",") if m)
+        if FLAGS.export:
+            explainer = Explainer.from_export(FLAGS.export, menu, FLAGS.cam, FLAGS.max_faces)
+        else:
+            explainer = Explainer.from_workdir(FLAGS.workdir or pretrained.path(), menu,
+                                               FLAGS.cam, FLAGS.max_faces)
     except (errors.ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -277,9 +346,13 @@ def _define_flags() -> None:
                         "without it: the shipped FER2013 mini-Xception.")
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind (127.0.0.1: this machine only).")
     flags.DEFINE_integer("port", 8000, "Port to listen on.")
-    flags.DEFINE_string("cam", DEFAULT_CAM, "The CAM method the page starts with.")
+    flags.DEFINE_string("export", None, "Or: an exported model (python -m fer_jax.export "
+                        "--output=DIR), run through fer_jax.serving.")
+    flags.DEFINE_string("cam", None, f"The CAM method the page starts with (default: {DEFAULT_CAM} "
+                        "if in the menu, else the menu's first).")
     flags.DEFINE_string("cams", None, "Comma-separated CAM methods of the menu (default: every "
-                        "method that applies to the model, less the random and centre rows).")
+                        "method that applies to the model, less the random and centre rows; "
+                        "with --export: the artifact's maps).")
     flags.DEFINE_integer("max_faces", MAX_FACES, "Faces explained per photo (the largest).")
     flags.DEFINE_float("max_upload_mb", MAX_UPLOAD_BYTES / 2 ** 20, "Upload size limit (MiB).")
 

@@ -152,6 +152,42 @@ def test_the_page_and_its_script_are_served(client):
     assert client.get("/static/page.js").status_code == 200
 
 
+# --- an exported model (python -m fer_jax.export) -------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from fer_jax import export, runs
+    folder = str(tmp_path_factory.mktemp("exported"))
+    export.export_model(runs.restore(pretrained.path()), folder, ("gradcam++", "layercam"),
+                        platforms=("cpu",))
+    return folder
+
+
+def test_an_exported_model_serves_the_live_models_rows_without_attention(exported, explainer,
+                                                                         astronaut_png):
+    served = serve.Explainer.from_export(exported)
+    assert served.methods == ["gradcam++", "layercam"] and served.default == "gradcam++"
+    client = TestClient(serve.create_app(served))
+    assert client.get("/api/info").json()["methods"] == ["gradcam++", "layercam"]
+    body = post(client, "astronaut.png", astronaut_png, "?maps=true").json()
+    (row,) = body["rows"]
+    (live,) = [r.to_json() for r in explainer.predictor("gradcam++").predict(fx.astronaut())]
+    assert row["box"] == live["box"] and row["landmarks"] == live["landmarks"]
+    assert row["label"] == live["label"] == "Happiness" and row["cam_method"] == "gradcam++"
+    for name, p in live["probabilities"].items():
+        assert abs(row["probabilities"][name] - p) <= 1e-5
+    assert abs(row["cam_cos"] - live["cam_cos"]) <= 1e-4
+    assert row["att_cos"] is None and live["att_cos"] is not None   # the artifact has no features
+    (maps,) = body["maps"]
+    assert maps["attention"] is None and decode_url(maps["cam"]).shape == (128, 128, 3)
+    (other,) = post(client, "astronaut.png", astronaut_png, "?cam=layercam").json()["rows"]
+    assert other["cam_method"] == "layercam"
+    wrong = post(client, "a.png", astronaut_png, "?cam=gradcam")   # not in the artifact
+    assert wrong.status_code == 400 and "['gradcam++', 'layercam']" in wrong.json()["detail"]
+    with pytest.raises(serve.errors.ConfigError, match="not in the exported maps"):
+        serve.Explainer.from_export(exported, methods=("scorecam",))
+
+
 # --- a real server on loopback ------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,8 @@ function faceCard(row, pictures) {
     tile("face", pictures.crop, "crop"),
     tile(`AU map: ${row.label}`, pictures.au_map, "au", row.agreement_note || "no AU map"),
     tile(`CAM: ${row.cam_method}`, pictures.cam, "cam"),
-    tile("layer attention", pictures.attention, "attention"),
+    tile("layer attention", pictures.attention, "attention",
+         "not in an exported model (its artifact returns the CAMs only)"),
     bars,
     el("p", { className: "agreement", textContent: agreement })]);
 }
