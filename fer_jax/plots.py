@@ -94,6 +94,12 @@ def _overlay(face_rgb: np.ndarray, heat: Optional[np.ndarray]) -> np.ndarray:
     return cv2.addWeighted(face, 0.5, cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), 0.5, 0.0)
 
 
+def face_tile(face_rgb: np.ndarray, heat: Optional[np.ndarray] = None) -> np.ndarray:
+    """The (128, 128, 3) uint8 tile prediction_picture draws: a face crop (S, S, 3) uint8
+    RGB, with a map (S, S) in [0, 1] jet-blended over it if given (fer_jax.serve's page)."""
+    return _overlay(face_rgb, heat)
+
+
 def _text(img: np.ndarray, text: str, xy: Tuple[int, int], scale: float = 0.4,
           colour: Tuple[int, int, int] = (0, 0, 0)) -> None:
     cv2.putText(img, text, xy, _FONT, scale, colour, 1, cv2.LINE_AA)

@@ -202,11 +202,14 @@ class Predictor:
         slots = {id(photo): results for photo, results in waiting}
         for j, (photo, i) in enumerate(items):
             slots[id(photo)][i] = self._result(photo, photo.faces[i], probs[j], int(preds[j]),
-                                               cam_maps[j], attention[j], feats[j])
+                                               cam_maps[j],
+                                               None if attention is None else attention[j],
+                                               None if feats is None else feats[j])
 
     def _result(self, photo: faces.PreparedPhoto, face: faces.PreparedFace, probs: np.ndarray,
-                pred: int, cam_map: np.ndarray, attention: np.ndarray, feats: np.ndarray
-                ) -> FaceResult:
+                pred: int, cam_map: np.ndarray, attention: Optional[np.ndarray],
+                feats: Optional[np.ndarray]) -> FaceResult:
+        # attention and feats None: a model that gives maps only (fer_jax.serve --export).
         s = self.image_size
         label = self.class_names[pred]
         result = FaceResult(
@@ -230,9 +233,14 @@ class Predictor:
                 result.agreement_note = "the AU regions fall outside the face crop"
             else:
                 result.au_map = au_map
-                cam_cos, att_cos = jax.device_get(_agreement(cam_map[None], feats[None],
-                                                             au_map[None]))
-                result.cam_cos, result.att_cos = float(cam_cos[0]), float(att_cos[0])
+                if feats is None:
+                    cam_cos = localisation.cam_cos(jnp.asarray(cam_map[None]),
+                                                   jnp.asarray(au_map[None]))
+                    result.cam_cos = float(jax.device_get(cam_cos)[0])
+                else:
+                    cam_cos, att_cos = jax.device_get(_agreement(cam_map[None], feats[None],
+                                                                 au_map[None]))
+                    result.cam_cos, result.att_cos = float(cam_cos[0]), float(att_cos[0])
         return result
 
 

@@ -270,6 +270,7 @@ def test_the_import_graph_has_no_cycle():
 # stage, below everything: fer_jax calls it, it never calls fer_jax.
 LAYERS = (
     ("configs",),
+    ("fer_jax.serve",),                                                    # serves predict
     ("fer_jax.main", "fer_jax.experiments", "fer_jax.tables", "fer_jax.grids",
      "fer_jax.predict", "fer_jax.benchmark", "fer_jax.cam_benchmark",
      "fer_jax.predict_benchmark", "fer_jax.convert_weights", "fer_jax.export"),  # entry points
