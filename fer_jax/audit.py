@@ -88,8 +88,10 @@ class AuditFace:
     landmark_source: str
     att_cos: Optional[float] = None
     scores: Dict[str, Dict[str, Optional[float]]] = dataclasses.field(default_factory=dict)
-    crop: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
-    au_map: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    crop: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0, 3), np.uint8),
+                                         repr=False)
+    au_map: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)),
+                                           repr=False)
     maps: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
     def to_json(self) -> Dict[str, Any]:
@@ -225,13 +227,9 @@ def _score(predictor: predict.Predictor, spec: cams.CamSpec,
             heat[j], valid[j] = predict.face_au_map(face, canonical, s)
             if not valid[j]:
                 notes[j] = "the AU regions fall outside the face crop"
-    model, variables = predictor.model, predictor.variables
-    score = jax.jit(functools.partial(evaluate.eval_step, model=model,
-                                      att_layers=(predictor.attention_layer,), spec=spec))
-    faithful = jax.jit(functools.partial(evaluate.faithfulness_step, model=model, spec=spec,
-                                         steps=steps, insertion_blur=blur))
-    picture = jax.jit(functools.partial(_true_class_maps, model, spec))
-    chunk = min(predictor.batch_size, n)   # one batch shape: one compilation per step
+    step = jax.jit(functools.partial(_audit_step, predictor.model, spec,
+                                     predictor.attention_layer, steps, blur))
+    chunk = min(predictor.batch_size, n)   # one batch shape: one compilation
     parts: List[Dict[str, Any]] = []
     for start in range(0, n, chunk):
         rows = np.arange(start, start + chunk)
@@ -239,11 +237,8 @@ def _score(predictor: predict.Predictor, spec: cams.CamSpec,
         take = np.minimum(rows, n - 1)   # padding repeats the last face, then is dropped
         batch = {"image": jnp.asarray(images[take]), "heatmap": jnp.asarray(heat[take]),
                  "label": jnp.asarray(labels[take]), "index": jnp.asarray(rows)}
-        out = {"eval": score(variables, batch),
-               "maps": picture(variables, batch["image"], batch["label"], batch["index"])}
-        if steps:
-            out["faithfulness"] = faithful(variables, batch)
-        parts.append(jax.tree.map(lambda x: np.asarray(x)[real], jax.device_get(out)))
+        out = jax.device_get(step(predictor.variables, batch))
+        parts.append(jax.tree.map(lambda x, real=real: np.asarray(x)[real], out))
     merged = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
     same = dict(spec.same_as)
     result: List[AuditFace] = []
@@ -258,6 +253,7 @@ def _score(predictor: predict.Predictor, spec: cams.CamSpec,
                                  if steps else None),
                 "insertion_auc": (float(merged["faithfulness"]["insertion_auc"][source][j])
                                   if steps else None)}
+        assert row.crop is not None   # predict keeps the model-size crop of every face
         result.append(AuditFace(
             path=row.path, truth=truth, predicted=row.label, confidence=row.confidence,
             valid=bool(valid[j]), note=notes[j], landmark_source=face.landmark_source,
@@ -268,9 +264,20 @@ def _score(predictor: predict.Predictor, spec: cams.CamSpec,
     return result
 
 
-def _true_class_maps(model, spec, variables, images, labels, index):
-    """{method of spec.computed: (B, S, S)} maps of the true class, for the picture."""
-    return cams.explain(model, variables, images, labels, spec, sample_ids=index).maps
+def _audit_step(model, spec: cams.CamSpec, att_layer: str, steps: int, blur: float,
+                variables: Mapping[str, Any], batch: Dict[str, jnp.ndarray]) -> Dict[str, Any]:
+    """Evaluation's per-sample steps on one batch (image (B, S, S, 3), heatmap (B, S, S),
+    label (B,), index (B,)), and the maps {method of spec.computed: (B, S, S)} of the true
+    class for the picture, in one program (XLA computes their common pass once)."""
+    out = {"eval": evaluate.eval_step(variables, batch, model=model, att_layers=(att_layer,),
+                                      spec=spec),
+           "maps": cams.explain(model, variables, batch["image"], batch["label"], spec,
+                                sample_ids=batch["index"]).maps}
+    if steps:
+        out["faithfulness"] = evaluate.faithfulness_step(variables, batch, model=model,
+                                                         spec=spec, steps=steps,
+                                                         insertion_blur=blur)
+    return out
 
 
 def _interval(statistic, n: int, draws: int) -> Optional[List[float]]:
