@@ -383,6 +383,13 @@ def _no_nan(tree: Any) -> Any:
     return tree
 
 
+def _start(blur: float) -> str:
+    """Insertion's start image in words (faithfulness.insertion_start)."""
+    if blur < 0:
+        return "RISE's blur"
+    return "the mean colour" if blur == 0 else f"a Gaussian blur of sigma {blur:g} x the side"
+
+
 def markdown(results: Dict[str, Any]) -> str:
     """report.md of an audit: what was scored, the figures with their intervals, the
     per-face table and every skipped file with its reason."""
@@ -407,9 +414,8 @@ def markdown(results: Dict[str, Any]) -> str:
         "the true class's AU map on the model's own crop, as `python -m fer_jax.evaluate` "
         "does. CAM-COS and pointing: per class over the faces with a valid AU map, then the "
         "mean over the non-neutral classes. Deletion / insertion: "
-        + (f"{f['steps']} steps on every face, insertion from a Gaussian blur of sigma "
-           f"{f['insertion_blur']:g} x the side, mean over the faces."
-           if f["steps"] else "not computed (--steps=0)."),
+        + (f"{f['steps']} steps on every face, insertion from {_start(f['insertion_blur'])}, "
+           "mean over the faces." if f["steps"] else "not computed (--steps=0)."),
         f"[low, high]: percentile bootstrap 95 % interval over the faces "
         f"({results['bootstrap']['draws']} resamples, seed {results['bootstrap']['seed']}).",
         "",
