@@ -25,9 +25,11 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",
         "tensorflow-cpu>=2.16",
         "tensorflow-datasets>=4.9",
+        "grain==0.2.18",         # the input pipeline (fer_jax.input_pipeline)
         "ml-collections>=1.0",
         "absl-py",
-        "tensorboard",
+        "tensorboard",           # its protos: event files written without TensorFlow
+        "protobuf>=4",           # tf.train.Example parsed without TensorFlow (fer_jax.records)
         "importlib_resources",
         "numpy>=1.26",
         "opencv-python-headless>=4.8",
@@ -35,10 +37,15 @@ setuptools.setup(
         "tqdm",
         "safetensors>=0.4",
         "h5py>=3.8",           # Keras .hdf5 weights (fer_jax.weights; no TensorFlow needed)
+        "google-crc32c>=1.5",     # TFRecord checksums (fer_jax.records)
+        "simplejpeg>=1.7",        # JPEG records decoded as TensorFlow does (fer_jax.datasets)
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3",
     ],
     extras_require={
+        # JAX's wheels for accelerators (README, "Install"): NVIDIA GPUs and Cloud TPU VMs.
+        "cuda": ["jax[cuda13]"],
+        "tpu": ["jax[tpu]"],
         "test": [
             "pytest>=7",
             "pytest-xdist>=3.5",   # the suite runs on 2 workers (README, Tests)

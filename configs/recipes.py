@@ -49,8 +49,7 @@ def paper_resnet50(dataset: str, align_weight: float) -> ml_collections.ConfigDi
     c.train.num_epochs = 20.0
     c.train.checkpoint_every_steps = 1000
     c.eval.batch_size = 256
-    c.input.shuffle_buffer = 20_000
-    c.input.cache = False              # >10k 224 px images: stream instead of caching
+    c.input.workers = 8                # 224 px augmentation: several cores feed an accelerator
     return c
 
 
@@ -76,8 +75,7 @@ def vit_finetune(dataset: str, model_name: str, align_weight: float, learning_ra
     c.train.num_epochs = num_epochs
     c.train.checkpoint_every_steps = 1000
     c.eval.batch_size = 256
-    c.input.cache = False
-    c.input.shuffle_buffer = 20_000
+    c.input.workers = 8
     return c
 
 
@@ -104,8 +102,6 @@ def paper_apvit(dataset: str, align_weight: float) -> ml_collections.ConfigDict:
     # APViT has no class map (the paper reports no CAM-COS for it): the attention maps of
     # its ViT part, placed on the 14x14 grid, are the maps evaluated.
     c.eval.cam_methods = ("cls_attention", "rollout")
-    c.input.shuffle_buffer = 20_000
-    c.input.cache = False
     return c
 
 

@@ -405,6 +405,23 @@ def resize_antialiased(image: np.ndarray, size: int) -> np.ndarray:
     return np.einsum("ow,ywc->yoc", cols, out).astype(np.float32)  # along x
 
 
+def unit_image(crop: np.ndarray, image_size: Optional[int] = None) -> np.ndarray:
+    """A stored uint8 crop (or map) as float32 in [0, 1] at the model's side.
+
+    Args:
+      crop: (H, W, C) uint8.
+      image_size: output side; None or H = W = image_size: no resize, else
+        `resize_antialiased` (tf.image.resize(antialias=True)) then clipped to [0, 1].
+    Returns:
+      float32 (image_size, image_size, C) in [0, 1]: what training augments and
+      evaluation normalises.
+    """
+    x = _unit_float(crop)
+    if image_size is None or x.shape[:2] == (image_size, image_size):
+        return x
+    return np.clip(resize_antialiased(x, image_size), 0.0, 1.0)
+
+
 def model_input(crop: np.ndarray, image_size: int, rule: InputRule = InputRule()
                 ) -> np.ndarray:
     """A stored face crop -> the model's input, as evaluation makes it from a record.
@@ -426,10 +443,7 @@ def model_input(crop: np.ndarray, image_size: int, rule: InputRule = InputRule()
     crop = np.asarray(crop)
     if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[-1] != 3:
         raise ValueError(f"crop {crop.dtype} {crop.shape}; expected uint8 (H, W, 3) RGB")
-    if crop.shape[:2] == (image_size, image_size):
-        x = _unit_float(crop)
-    else:
-        x = np.clip(resize_antialiased(_unit_float(crop), image_size), 0.0, 1.0)
+    x = unit_image(crop, image_size)
     if rule.grey:
         x = grey(x)
     return normalise(x, rule.mean, rule.std)

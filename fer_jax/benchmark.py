@@ -9,8 +9,8 @@ median of `--repeats` measurements of `--steps` steps each.
   every step: the compiled data-parallel train step of fer_jax alone.
 - `--input=records`: batches of config.dataset from the real input pipeline,
   host-to-device copies included, as the trainer runs; also measures the input
-  pipeline alone (`input_images_per_s`): below the training rate, tf.data is
-  the bottleneck.
+  pipeline alone (`input_images_per_s`): below the training rate, the input
+  (Grain, config.input.workers processes) is the bottleneck.
 - `--reference=pytorch`: the paper's setting in PyTorch on the same device,
   batch and image size (timm model, forward hook on the aligned layer, the
   cosine loss of fer_jax/alignment.py, AMP autocast when config.model.dtype is
@@ -23,7 +23,7 @@ that a speed-up is one division:
   overhead (align / no_align step time), memory_bytes_in_use, peak_memory_bytes
   (first device; null where the platform does not report it), input_images_per_s
   (records only, else null).
-Neither `--input=synthetic` nor `--reference=pytorch` imports TensorFlow.
+No mode imports TensorFlow.
 """
 import json
 import time
@@ -106,11 +106,10 @@ def measure(config, steps: int, repeats: int, num_classes: int, input_kind: str 
     size, n = config.dataset.image_size, config.train.batch_size
     input_rate = None
     if input_kind == "records":
-        from fer_jax import input_pipeline  # TensorFlow: only for this mode
-        input_pipeline.hide_accelerators_from_tf()
-        builder = input_pipeline.get_builder(config.dataset)
-        num_classes = len(builder.info.features["label"].names)
-        batches = input_pipeline.train_batches(builder, config, dp.shard_ids, dp.num_devices)
+        from fer_jax import input_pipeline
+        dataset = input_pipeline.get_dataset(config.dataset)
+        num_classes = len(dataset.class_names)
+        batches = input_pipeline.train_batches(dataset, config, dp.shard_ids, dp.num_devices)
         input_rate = _input_rate(batches, n // jax.process_count(), input_batches)
         next_batch = lambda: dp.shard(next(batches))  # noqa: E731
     else:
@@ -159,7 +158,7 @@ def _random_batch(n: int, size: int, num_classes: int, num_devices: int
 
 def _input_rate(batches, local_batch: int, count: int) -> float:
     """Images per second the input pipeline delivers to this process, alone."""
-    for _ in range(2):  # start-up: file opening, shuffle buffer, tracing
+    for _ in range(2):  # start-up: worker processes, file opening, index
         next(batches)
     t0 = time.perf_counter()
     for _ in range(count):

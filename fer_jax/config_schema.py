@@ -37,18 +37,10 @@ def insertion_blur(v: Any) -> Optional[str]:
 def dataset_name(v: Any) -> Optional[str]:
     if not isinstance(v, str):
         return "must be a string like 'synthetic_faces/small'"
-    try:
-        from data_prep import builders  # registry of datasets we can build
-    except ImportError as e:
-        # The offline tools' dependencies (TensorFlow Datasets, OpenCV) are missing,
-        # e.g. the benchmark on a bare accelerator host: no records can be read
-        # there either, so there is nothing to check the name against.
-        if (e.name or "").split(".")[0] in ("data_prep", "fer_jax"):
-            raise
-        return None
-    base = v.split("/")[0]
-    return None if base in builders.BUILDERS else (
-        f"names an unknown dataset {base!r}; valid: {sorted(builders.BUILDERS)}")
+    from data_prep import names  # the datasets data_prep builds (no TFDS needed to ask)
+    base = v.split("/")[0].split(":")[0]
+    return None if base in names.DATASETS else (
+        f"names an unknown dataset {base!r}; valid: {sorted(names.DATASETS)}")
 
 
 def model_name(v: Any) -> Optional[str]:
@@ -96,9 +88,9 @@ _BASE: Dict[str, Union[Field, dict]] = {
                               number_tuple(4)),
         "color_jitter_prob": Field(0.8, "Probability of colour jitter.", number(0, 1)),
         "erase_prob": Field(0.5, "Probability of random erasing (image only).", number(0, 1)),
-        "shuffle_buffer": Field(10_000, "Examples in the shuffle buffer.",
-                                number(1, integer=True)),
-        "cache": Field(True, "Cache decoded records in memory (small datasets).", boolean),
+        "workers": Field(0, "Processes decoding and augmenting batches (Grain); 0: threads "
+                         "of the training process (the data do not depend on it).",
+                         number(0, 256, integer=True)),
     },
     "model": {
         "name": Field("resnet18", "Architecture, from fer_jax.models.registry.BACKBONES.",
@@ -221,11 +213,21 @@ def defaults() -> ml_collections.ConfigDict:
     return _build(schema())
 
 
+# Fields older versions had, and why they went: dropped when an old run.json is reopened.
+REMOVED = {
+    ("input", "shuffle_buffer"): "the Grain pipeline shuffles whole shards (no buffer)",
+    ("input", "cache"): "the Grain pipeline reads records at random (no cache)",
+}
+
+
 def with_new_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` plus, at their defaults, the fields it lacks: a run.json written by an
-    older fer_jax (before those fields existed) reopens as that run. Unknown keys stay,
+    """`config` plus, at their defaults, the fields it lacks, less the REMOVED ones: a
+    run.json written by an older fer_jax reopens as that run. Unknown keys stay,
     so validate() still names them."""
     out = ml_collections.ConfigDict(config.to_dict())
+    for group, key in REMOVED:
+        if group in out and key in out[group]:
+            del out[group][key]
 
     def fill(group: ml_collections.ConfigDict, schema: dict) -> None:
         for key, spec in schema.items():

@@ -25,7 +25,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fer_jax import alignment, cams, capture, config_schema, data_parallel, input_pipeline
+from fer_jax import alignment, cams, capture, config_schema, data_parallel, datasets
+from fer_jax import input_pipeline
 from fer_jax import maps, plots, report
 from fer_jax.metrics import aggregate, classification, faithfulness, localisation
 from fer_jax.models.contract import ExplainableModel
@@ -97,7 +98,8 @@ def _class_probs(logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
     return capture.class_logit(jax.nn.softmax(logits.astype(jnp.float32)), classes)
 
 
-def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder,
+def evaluate(model: ExplainableModel, variables: Mapping[str, Any],
+             dataset: datasets.BuiltDataset,
              config: ml_collections.ConfigDict, dp: data_parallel.DataParallel,
              class_names: Sequence[str], spatial: Mapping[str, Any], spec: cams.CamSpec,
              split: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
@@ -117,10 +119,10 @@ def evaluate(model: ExplainableModel, variables: Mapping[str, Any], builder,
                    replicated_out=False)
     local_batch = config.eval.batch_size // jax.process_count()
     batches, num_batches = input_pipeline.eval_batches(
-        builder, config, split, dp.num_local_devices, local_batch)
+        dataset, config, split, dp.num_local_devices, local_batch)
     # Each example's position in the split: the seed of its `random` map, whatever the
     # number of processes (padding rows get positions past the end, and are masked).
-    ranges = input_pipeline.process_ranges(builder, split)
+    ranges = input_pipeline.process_ranges(dataset, split)
     first_index, local_count = ranges[jax.process_index()]
     total = sum(count for _, count in ranges)
     subset = faithfulness.subset_positions(total, int(config.eval.faithfulness_examples))
@@ -248,7 +250,8 @@ def summary_line(results: Dict[str, Any]) -> str:
             f"CAM-COS {cam} | {results['num_examples']} examples")
 
 
-def write_pictures(model: ExplainableModel, variables: Mapping[str, Any], builder,
+def write_pictures(model: ExplainableModel, variables: Mapping[str, Any],
+                   dataset: datasets.BuiltDataset,
                    config: ml_collections.ConfigDict, results: Dict[str, Any], outdir: str,
                    spec: cams.CamSpec) -> List[str]:
     """attention.png, cams_<method>.png (one per method) and confusion.png in `outdir`.
@@ -259,7 +262,7 @@ def write_pictures(model: ExplainableModel, variables: Mapping[str, Any], builde
     class_names = results["class_names"]
     n = config.eval.num_plot_images
     if n > 0:
-        batches, _ = input_pipeline.eval_batches(builder, config, results["split"], 1, n)
+        batches, _ = input_pipeline.eval_batches(dataset, config, results["split"], 1, n)
         batch = {k: v[0] for k, v in next(batches).items()}
         keep = batch["mask"] > 0
         batch = {k: v[keep] for k, v in batch.items()}
@@ -302,15 +305,15 @@ def _picture_maps(model, variables, images, labels, spec, layer):
 
 
 def write_outputs(results: Dict[str, Any], model: ExplainableModel, variables: Mapping[str, Any],
-                  builder, config: ml_collections.ConfigDict, spec: cams.CamSpec, outdir: str
-                  ) -> List[str]:
+                  dataset: datasets.BuiltDataset, config: ml_collections.ConfigDict,
+                  spec: cams.CamSpec, outdir: str) -> List[str]:
     """results.json, report.md and the pictures in `outdir`; prints the summary. Process 0 only."""
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, RESULTS)
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=_jsonable)
     written = [path, report.write(results, os.path.join(outdir, "report.md"))]
-    written += write_pictures(model, variables, builder, config, results, outdir, spec)
+    written += write_pictures(model, variables, dataset, config, results, outdir, spec)
     print(summary_line(results), flush=True)
     return written
 
@@ -337,14 +340,13 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
     config = runs.read(workdir)["config"]
     from fer_jax import cli
     config_schema.validate(cli.apply_overrides(config, overrides or {}))
-    input_pipeline.hide_accelerators_from_tf()
-    builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
+    dataset = input_pipeline.get_dataset(config.dataset, build_if_missing=False)
     restored = runs.restore(workdir)
     spatial = capture.spatial_layers(restored.model, restored.variables,
                                      (config.dataset.image_size,) * 2 + (3,))
     dp = data_parallel.DataParallel(spmd=config.spmd)
     spec = cam_spec(restored.model, config.eval, spatial)
-    results = evaluate(restored.model, restored.variables, builder, config, dp,
+    results = evaluate(restored.model, restored.variables, dataset, config, dp,
                        restored.class_names, spatial, spec, split=split)
     results["checkpoint_step"] = restored.step
     outdir = os.path.abspath(os.path.expanduser(output or workdir))
@@ -356,7 +358,7 @@ def evaluate_run(workdir: str, split: Optional[str] = None, output: Optional[str
             results["train"] = previous["train"]
     results["config"] = config.to_dict()
     if jax.process_index() == 0:
-        written = write_outputs(results, restored.model, restored.variables, builder, config,
+        written = write_outputs(results, restored.model, restored.variables, dataset, config,
                                 spec, outdir)
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)} in {outdir}.", flush=True)
     return results

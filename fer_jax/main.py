@@ -22,7 +22,8 @@ import os
 import sys
 from typing import Any, Dict
 
-# TensorFlow (input pipeline only) need not announce its CPU kernels (see input_pipeline).
+# TensorFlow, loaded only to build a missing synthetic dataset (data_prep), need not
+# announce its CPU kernels; reading records never loads it (fer_jax.input_pipeline).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 

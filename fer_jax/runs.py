@@ -42,7 +42,7 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence
     record_size: side of the dataset's stored face crops, which the evaluation
     pipeline resizes to config.dataset.image_size (predict crops photos at it).
     """
-    from fer_jax import input_pipeline   # its constants; TensorFlow is loaded by training anyway
+    from data_prep.faces import IMAGENET_MEAN, IMAGENET_STD   # the one normalisation
     info = {
         "format": _FORMAT,
         "fer_jax_version": version(),
@@ -50,10 +50,9 @@ def write(workdir: str, config: ml_collections.ConfigDict, class_names: Sequence
         "class_names": list(class_names),
         "image_size": config.dataset.image_size,
         "record_size": int(record_size),
-        "normalisation": {"mean": list(input_pipeline.IMAGENET_MEAN),
-                          "std": list(input_pipeline.IMAGENET_STD)},
-        "input": faces.InputRule(mean=tuple(input_pipeline.IMAGENET_MEAN),
-                                 std=tuple(input_pipeline.IMAGENET_STD)).to_json(),
+        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "input": faces.InputRule(mean=tuple(IMAGENET_MEAN),
+                                 std=tuple(IMAGENET_STD)).to_json(),
         "aligned_layers": list(config.align.layers),
         "cam_layer": model.cam_layer,
         "dataset": config.dataset.name,
@@ -127,8 +126,8 @@ def restore(workdir: str, overrides: Optional[Mapping[str, Any]] = None) -> Rest
     class_names = info.get("class_names")
     if class_names is None:   # an old run: the dataset knows its classes
         from fer_jax import input_pipeline
-        builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
-        class_names = builder.info.features["label"].names
+        class_names = input_pipeline.get_dataset(config.dataset,
+                                                 build_if_missing=False).class_names
     model = models.create_model(config.model, len(class_names))
     size = config.dataset.image_size
     weights_path = os.path.join(workdir, WEIGHTS_FILE)

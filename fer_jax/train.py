@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
+from etils import epath
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ import optax
 from tqdm import tqdm
 
 from fer_jax import alignment, capture, checkpoints, config_schema, data_parallel, methods
-from fer_jax import models, optim, preemption
+from fer_jax import models, optim, preemption, summaries
 
 AXIS = data_parallel.AXIS
 
@@ -142,14 +143,10 @@ def train_step(state: TrainState, batch: Dict[str, jnp.ndarray], *,
     return new_state, metrics
 
 
-def _write_scalars(writer, step: int, scalars: Dict[str, float]) -> None:
-    if writer is None:
-        return
-    import tensorflow as tf
-    with writer.as_default():
-        for k, v in scalars.items():
-            tf.summary.scalar(k, v, step=step)
-        writer.flush()
+def _write_scalars(writer: Optional[summaries.ScalarWriter], step: int,
+                   scalars: Dict[str, float]) -> None:
+    if writer is not None:
+        writer.write(step, scalars)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
@@ -164,20 +161,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     after saving a checkpoint when a preemption notice (SIGTERM) arrives or
     train.max_steps_per_run steps are done.
     """
-    # TensorFlow only here: the train step above runs where TF is not installed.
     from fer_jax import evaluate, input_pipeline, runs
     config_schema.validate(config)
-    input_pipeline.hide_accelerators_from_tf()
-    import tensorflow as tf  # tf.io.gfile: the workdir may be gs:// (shared by pod hosts)
     workdir = checkpoints.absolute(workdir)
-    tf.io.gfile.makedirs(workdir)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # may be gs:// (shared by pod hosts)
     is_main = jax.process_index() == 0
     dp = data_parallel.DataParallel(spmd=config.spmd)
 
-    builder = input_pipeline.get_builder(config.dataset)
-    class_names = builder.info.features["label"].names
+    dataset = input_pipeline.get_dataset(config.dataset)
+    class_names = dataset.class_names
     global_batch = config.train.batch_size
-    steps_per_epoch = input_pipeline.steps_per_epoch(builder, config)
+    steps_per_epoch = input_pipeline.steps_per_epoch(dataset, config)
     num_steps = max(1, int(round(config.train.num_epochs * steps_per_epoch)))
 
     model = models.create_model(config.model, len(class_names), bn_axis_name=AXIS)
@@ -194,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     if is_main:
         _write_to(workdir, lambda local: [runs.write(
             local, config, class_names, model,
-            record_size=builder.info.features["image"].shape[0])])
+            record_size=dataset.image_size)])
 
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     data_parallel.sync_processes("restore")
@@ -209,11 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         stop_step = min(num_steps, start_step + config.train.max_steps_per_run)
 
     step_fn = wrapped_step(config, dp)
-    batches = input_pipeline.train_batches(builder, config, dp.shard_ids, dp.num_devices,
+    batches = input_pipeline.train_batches(dataset, config, dp.shard_ids, dp.num_devices,
                                            start_step)
     writer = None
     if is_main:
-        writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        writer = summaries.ScalarWriter(os.path.join(workdir, "tensorboard"))
     pstate = dp.replicate(state)
     del state
 
@@ -248,9 +242,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                 break
     jax.block_until_ready(pstate)
     seconds = time.time() - t_start
+    getattr(batches, "close", lambda: None)()   # stops the input's worker processes
     bar.close()
     manager.wait_until_finished()
     if preempted or done < num_steps:
+        if writer is not None:
+            writer.close()
         raise TrainingIncomplete(
             done, num_steps, "preempted (SIGTERM)" if preempted else
             f"train.max_steps_per_run={config.train.max_steps_per_run} steps done",
@@ -264,17 +261,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     }
 
     results_path = os.path.join(workdir, evaluate.RESULTS)
-    if trained == 0 and tf.io.gfile.exists(results_path):
+    if trained == 0 and epath.Path(results_path).exists():
         # A finished run started again only re-evaluates: keep its training figures.
-        with tf.io.gfile.GFile(results_path) as f:
-            train_info = json.load(f).get("train", train_info)
+        train_info = json.loads(epath.Path(results_path).read_text()).get("train", train_info)
     # One host copy: pictures are computed by process 0 alone, on its own device.
     state = dp.host_copy(pstate)
     del pstate
     data_parallel.sync_processes("evaluate")
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     t_eval = time.time()
-    results = evaluate.evaluate(model, variables, builder, config, dp, class_names, layers, spec)
+    results = evaluate.evaluate(model, variables, dataset, config, dp, class_names, layers, spec)
     results["train"] = train_info
     # The scores' cost beside training's (the pictures, a few seconds, come after).
     results["evaluation"] = {"seconds": round(time.time() - t_eval, 2)}
@@ -285,8 +281,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             **{f"test/att_cos/{k}": v for k, v in results["att_cos"].items()},
             **{f"test/{metric}/{m}": v for m, scores in results["cams"].items()
                for metric, v in scores.items()}})
+        if writer is not None:
+            writer.close()
         written = _write_to(workdir, lambda local: evaluate.write_outputs(
-            results, model, variables, builder, config, spec, local))
+            results, model, variables, dataset, config, spec, local))
         print(f"Wrote {', '.join(os.path.basename(p) for p in written)}, checkpoints/ and "
               f"tensorboard/ in {workdir}.", flush=True)
     return results
@@ -299,9 +297,8 @@ def _write_to(workdir: str, write: Callable[[str], List[str]]) -> List[str]:
     if "://" not in workdir:
         return write(workdir)
     import tempfile
-    import tensorflow as tf
     with tempfile.TemporaryDirectory() as local:
         paths = write(local)
         for path in paths:
-            tf.io.gfile.copy(path, os.path.join(workdir, os.path.basename(path)), overwrite=True)
+            epath.Path(path).copy(epath.Path(workdir) / os.path.basename(path), overwrite=True)
     return paths

@@ -56,7 +56,6 @@ def make_tiny_config(tiny_data_dir):
     c.eval.batch_size = 16
     c.eval.num_plot_images = 4
     c.eval.faithfulness_steps = 4
-    c.input.shuffle_buffer = 64
     return c
 
 

@@ -17,7 +17,7 @@ def tiny_flags(data_dir: str, workdir: str, *overrides: str) -> List[str]:
             "--config.dataset.name=synthetic_faces/tiny", f"--config.dataset.data_dir={data_dir}",
             "--config.dataset.image_size=32", "--config.model.width=4",
             "--config.train.batch_size=16", "--config.eval.batch_size=16",
-            "--config.input.shuffle_buffer=64", "--config.train.progress_bar=False",
+            "--config.train.progress_bar=False",
             "--config.eval.num_plot_images=2", "--config.eval.faithfulness_steps=4",
             # Three methods keep the evaluation's compilation short; `random` is seeded per
             # example, which several processes must reproduce.

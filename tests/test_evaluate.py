@@ -71,8 +71,8 @@ def test_subset_scores_equal_a_direct_computation_on_those_examples(trained_run,
     results, _, _ = subset_evaluation
     restored = runs.restore(str(workdir))
     config = restored.config
-    builder = input_pipeline.get_builder(config.dataset, build_if_missing=False)
-    batches, _ = input_pipeline.eval_batches(builder, config, "test", 1, 56)
+    dataset = input_pipeline.get_dataset(config.dataset, build_if_missing=False)
+    batches, _ = input_pipeline.eval_batches(dataset, config, "test", 1, 56)
     batch = {k: v[0] for k, v in next(batches).items()}
     positions = faithfulness.subset_positions(56, SUBSET)
     assert len(positions) == SUBSET == len(set(positions.tolist()))

@@ -249,14 +249,15 @@ def test_largest_first_breaks_ties_left_to_right_then_top_to_bottom():
 # --- model input -------------------------------------------------------------
 
 def _evaluation_input(crop, size):
-    """The evaluation pipeline's image for a record whose image is `crop`:
-    fer_jax.input_pipeline's own decode (resize) and normalisation, in TensorFlow."""
+    """The image the tf.data evaluation pipeline made of a record whose image is `crop`
+    (before the Grain pipeline, which calls faces.model_input's parts): uint8 to float,
+    tf.image.resize(antialias=True) when the side differs, clip, ImageNet normalisation."""
     import tensorflow as tf
-    from fer_jax import input_pipeline
-    example = {"image": tf.constant(crop), "heatmap": tf.zeros(crop.shape[:2] + (1,), tf.uint8),
-               "heatmap_valid": tf.constant(True), "label": tf.constant(0, tf.int64)}
-    out = input_pipeline._normalise(input_pipeline._decode(example, size))  # pylint: disable=protected-access
-    return out["image"].numpy()
+    image = tf.image.convert_image_dtype(tf.constant(crop), tf.float32)
+    if crop.shape[0] != size or crop.shape[1] != size:
+        image = tf.image.resize(image, (size, size), antialias=True)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return ((image - faces.IMAGENET_MEAN) / faces.IMAGENET_STD).numpy()
 
 
 def test_normalise_is_imagenet_normalisation():

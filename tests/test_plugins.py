@@ -276,12 +276,14 @@ LAYERS = (
      "fer_jax.audit"),                                                      # entry points
     ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
     ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
+     "fer_jax.summaries",
      "fer_jax.data_parallel", "fer_jax.optim", "fer_jax.preemption", "fer_jax.report",
      "fer_jax.plots", "fer_jax.video", "fer_jax.weights"),                # what a run uses
     ("fer_jax.cams", "fer_jax.metrics"),
     ("fer_jax.capture", "fer_jax.alignment"),
     ("fer_jax.models", "fer_jax.methods"),                                 # the registries
     ("fer_jax.maps", "fer_jax.cutmix"),                                    # pure functions
+    ("fer_jax.augment", "fer_jax.datasets", "fer_jax.records"),            # examples, no TF
     ("fer_jax.errors", "fer_jax.fields", "fer_jax.pretrained", "fer_jax.serving", "fer_jax"),
     ("data_prep",),
 )

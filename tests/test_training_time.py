@@ -33,8 +33,8 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
     if method == "tscam":
         config.model.name, config.model.vit_pos_size = "vit_micro_patch8", 32
         config.align.layers = ("block5",)
-    builder = input_pipeline.get_builder(config.dataset)
-    classes = builder.info.features["label"].names
+    dataset = input_pipeline.get_dataset(config.dataset)
+    classes = dataset.class_names
     model = models.create_model(config.model, len(classes), bn_axis_name=data_parallel.AXIS)
     builtin = cams.builtin_method(model)
     assert builtin == {"adl": "cam", "cutmix": "cam"}.get(method, method)
@@ -48,7 +48,7 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
     dp = data_parallel.DataParallel(spmd=config.spmd)
     step = train.wrapped_step(config, dp, donate_state=False)
     # The train split's first batches, unaugmented (augmentation is input_pipeline's test).
-    batches, _ = input_pipeline.eval_batches(builder, config, "train", dp.num_local_devices,
+    batches, _ = input_pipeline.eval_batches(dataset, config, "train", dp.num_local_devices,
                                              config.train.batch_size)
     pstate = dp.replicate(state)
     for _ in range(2):
@@ -60,7 +60,7 @@ def test_method_trains_and_evaluate_scores_its_built_in_map(method, tiny_data_di
 
     variables = {"params": trained.params, "batch_stats": trained.batch_stats}
     spatial = capture.spatial_layers(model, variables, (32, 32, 3))
-    results = evaluate.evaluate(model, variables, builder, config, dp, classes, spatial,
+    results = evaluate.evaluate(model, variables, dataset, config, dp, classes, spatial,
                                 evaluate.cam_spec(model, config.eval, spatial), progress=False)
     assert results["num_examples"] == 56 and results["cam_methods"] == [builtin]
     scores = results["cams"][builtin]
