@@ -226,9 +226,7 @@ class Predictor:
         elif face.landmark_source == "failed":
             result.agreement_note = "no landmarks found on this face: no AU map"
         else:
-            # Landmarks from the crop (record size) to the model input (image size).
-            points = (face.points + 0.5) * (s / face.crop.shape[0]) - 0.5
-            au_map, valid = heatmaps.rasterise(points, canonical, (s, s))
+            au_map, valid = face_au_map(face, canonical, s)
             if not valid:
                 result.agreement_note = "the AU regions fall outside the face crop"
             else:
@@ -242,6 +240,16 @@ class Predictor:
                                                                  au_map[None]))
                     result.cam_cos, result.att_cos = float(cam_cos[0]), float(att_cos[0])
         return result
+
+
+def face_au_map(face: faces.PreparedFace, canonical: int, size: int
+                ) -> Tuple[np.ndarray, bool]:
+    """The AU map (size, size) in [0, 1] of canonical class `canonical` on a face's model
+    input (its crop resized to `size`), from the face's own landmarks, and its validity
+    (heatmaps.rasterise). The face's landmarks must not have failed."""
+    # Landmarks from the crop (record size) to the model input (image size).
+    points = (face.points + 0.5) * (size / face.crop.shape[0]) - 0.5
+    return heatmaps.rasterise(points, canonical, (size, size))
 
 
 def _infer(model, spec, attention_layer, size, variables, images):

@@ -33,6 +33,27 @@ def test_paper_aggregation_is_unweighted_over_non_neutral_classes_with_valid_map
     assert np.isnan(aggregate.paper_score(values, labels, np.zeros(7, bool), 7))
 
 
+def test_bootstrap_interval_is_the_percentile_interval_of_resampled_statistics():
+    # Two samples 0 and 1: a resample's mean is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4,
+    # so the 2.5th and 97.5th percentiles over many draws are 0 and 1.
+    values = np.array([0.0, 1.0])
+    assert aggregate.bootstrap_ci95(lambda i: values[i].mean(), 2) == (0.0, 1.0)
+    # One sample: every resample is that sample.
+    assert aggregate.bootstrap_ci95(lambda i: 0.3 + 0 * i.sum(), 1) == (0.3, 0.3)
+    # Draws where the statistic is undefined are left out: needing sample 0 leaves means
+    # 0 (sample 0 twice) and 0.5 (both samples).
+    low, high = aggregate.bootstrap_ci95(
+        lambda i: values[i].mean() if (i == 0).any() else float("nan"), 2)
+    assert (low, high) == (0.0, 0.5)
+    assert all(np.isnan(aggregate.bootstrap_ci95(lambda i: 1.0, 0)))
+    # Many samples: close to the normal interval of the mean.
+    big = np.random.default_rng(0).normal(2.0, 1.0, 400)
+    low, high = aggregate.bootstrap_ci95(lambda i: big[i].mean(), len(big), draws=1000)
+    half = 1.96 * big.std(ddof=1) / np.sqrt(len(big))
+    assert low == pytest.approx(big.mean() - half, abs=0.2 * half)
+    assert high == pytest.approx(big.mean() + half, abs=0.2 * half)
+
+
 def test_pointing_game_hits_when_the_maximum_lies_on_the_au_map():
     heat = np.zeros((3, 8, 8), np.float32)
     heat[:, 2:4, 2:4] = 1.0

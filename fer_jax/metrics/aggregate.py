@@ -4,7 +4,7 @@ Per class, the mean over the samples whose AU map is valid; then the
 unweighted mean over the non-neutral classes (Neutral has no AUs, so its maps
 are always invalid). Rare classes weigh as much as frequent ones.
 """
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -46,3 +46,28 @@ def mean_ci95(values: np.ndarray) -> Tuple[float, float]:
     if values.size == 1:
         return float(values[0]), float("nan")
     return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+
+
+BOOTSTRAP_SEED = 20240203   # fixed: the same resamples, so the same interval, on every run
+
+
+def bootstrap_ci95(statistic: Callable[[np.ndarray], float], n: int, draws: int = 2000,
+                   seed: int = BOOTSTRAP_SEED) -> Tuple[float, float]:
+    """Percentile bootstrap 95 % interval (2.5th, 97.5th percentiles) of a statistic of N
+    samples: `draws` resamples of N sample indices drawn with replacement.
+
+    statistic: (N,) int indices into the samples -> a float (NaN where a resample
+    leaves it undefined, e.g. no sample of a class; such draws are left out).
+    Returns (low, high); (NaN, NaN) for no samples or when every draw is NaN. With
+    few samples the interval is coarse (its ends are among few possible values):
+    that is what a small set can say, not an artefact to smooth away.
+    """
+    if n <= 0 or draws <= 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(draws)], np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
