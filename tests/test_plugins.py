@@ -272,7 +272,8 @@ LAYERS = (
     ("configs",),
     ("fer_jax.main", "fer_jax.experiments", "fer_jax.tables", "fer_jax.grids",
      "fer_jax.predict", "fer_jax.benchmark", "fer_jax.cam_benchmark",
-     "fer_jax.predict_benchmark", "fer_jax.convert_weights", "fer_jax.export"),  # entry points
+     "fer_jax.predict_benchmark", "fer_jax.input_benchmark", "fer_jax.convert_weights",
+     "fer_jax.export"),                                                     # entry points
     ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
     ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
      "fer_jax.summaries",
