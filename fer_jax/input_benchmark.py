@@ -155,7 +155,8 @@ def table(p: Profile, image_size: int, grain_rate: Optional[float], workers: int
                  f"{p.images_per_s_per_core:.1f} images/s per core")
     if grain_rate is not None:
         per = grain_rate / max(workers, 1)
-        who = f"{workers} worker processes" if workers else "threads of one process"
+        who = (f"{workers} worker process{'es' if workers > 1 else ''}" if workers
+               else "threads of one process")
         lines.append(f"Grain pipeline ({who}): {grain_rate:.1f} images/s, {per:.1f} per "
                      f"{'worker' if workers else 'process'}; {cpu_cores()} cores here, load "
                      f"average {os.getloadavg()[0]:.1f}")
