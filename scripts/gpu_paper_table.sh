@@ -137,7 +137,8 @@ print(f"Python {platform.python_version()}, " + ", ".join(found)
       + f"{jax.devices()[0].device_kind}")
 EOF
 )"
-COMMIT="$(cat "$CARRY/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
+# The checkout's commit; on the device (no .git) the one the carry was prepared at.
+COMMIT="$(git rev-parse HEAD 2>/dev/null || cat "$CARRY/COMMIT" 2>/dev/null || echo unknown)"
 CORES="$(nproc)"
 echo "GPU: $GPU"
 echo "$VERSIONS"
