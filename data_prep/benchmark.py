@@ -14,6 +14,8 @@ astronaut photo, written as JPEG files in an image_folder layout):
 - cpu_ms_per_record (one process) and records_per_s_idle_estimate = workers
   / that: what `workers` idle cores would do; load_average_1min says how busy
   the machine was (images/s fall when other jobs share the cores).
+`--records_only=DATA_DIR` times nothing: it builds image_folder/faces<image_size> records of
+the --num faces there (the records of `python -m fer_jax.benchmark --input=records`).
 Not a test: numbers depend on the machine. Needs scikit-image (tests extra).
 """
 import json
@@ -21,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict
+from typing import Dict, List
 
 from absl import app, flags
 import cv2
@@ -35,6 +37,9 @@ flags.DEFINE_integer("num", 800, "Number of face images.")
 flags.DEFINE_integer("workers", 2, "Worker processes.")
 flags.DEFINE_integer("image_size", 224, "Side of the pre-cropped faces and of the records.")
 flags.DEFINE_string("workdir", None, "Scratch folder (default: a temporary one, removed).")
+flags.DEFINE_string("records_only", None, "Time nothing: build `image_folder/faces<image_size>` "
+                    "records of --num faces in this data_dir (the 224 px records of "
+                    "`python -m fer_jax.benchmark --input=records`).")
 
 # The astronaut's face box in skimage's 512 px photo (dlib's detection).
 _FACE_BOX = (175.0, 76.0, 268.0, 172.0)
@@ -64,9 +69,9 @@ def _faces(num: int, size: int, seed: int = 0):
         yield np.clip(face * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
 
 
-def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
-    """Writes the faces, prepares them twice (bare, then a TFDS build); returns the figures."""
-    root = os.path.join(workdir, "faces")
+def write_faces(root: str, num: int, image_size: int) -> List[face_records.FaceTask]:
+    """Writes `num` jittered faces as ROOT/<class>/<n>.jpg (an image_folder layout, the
+    7 classes in turn); returns their record tasks."""
     tasks = []
     for i, face in enumerate(_faces(num, image_size)):
         cls = _CLASSES[i % len(_CLASSES)]
@@ -74,6 +79,29 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         cv2.imwrite(path, cv2.cvtColor(face, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
         tasks.append(face_records.FaceTask(path, path, i % len(_CLASSES)))
+    return tasks
+
+
+def build_face_records(data_dir: str, num: int, image_size: int, workers: int) -> str:
+    """`image_folder/faces<image_size>` records of `num` jittered faces in `data_dir`, built as
+    `python -m data_prep.build` builds a folder of photos (train/test about 80/20); the
+    faces are written to a scratch folder, removed after. Returns the dataset's name."""
+    root = tempfile.mkdtemp(prefix="fer_jax_faces_")
+    try:
+        write_faces(root, num, image_size)
+        # A custom config needs a name of its own (build.build_dataset).
+        config = image_folder.ImageFolderConfig(name=f"faces{image_size}",
+                                                image_size=image_size)
+        build.build_dataset("image_folder", data_dir, root, workers=workers, config=config)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return f"image_folder/faces{image_size}"
+
+
+def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
+    """Writes the faces, prepares them twice (bare, then a TFDS build); returns the figures."""
+    root = os.path.join(workdir, "faces")
+    tasks = write_faces(root, num, image_size)
 
     landmarks.load_models()  # model loading is not record preparation
     # As rafdb/aligned and affectnet (layout b, 7_dlib) prepare their crops.
@@ -145,6 +173,11 @@ def run(num: int, workers: int, image_size: int, workdir: str) -> dict:
 
 def main(argv):
     del argv
+    if FLAGS.records_only:
+        name = build_face_records(FLAGS.records_only, FLAGS.num, FLAGS.image_size,
+                                  FLAGS.workers)
+        print(f"built {name} in {FLAGS.records_only}")
+        return
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="fer_jax_data_bench_")
     try:
         result = run(FLAGS.num, FLAGS.workers, FLAGS.image_size, workdir)

@@ -8,9 +8,15 @@ median of `--repeats` measurements of `--steps` steps each.
 - `--input=synthetic` (default): one random batch, resident on the devices, for
   every step: the compiled data-parallel train step of fer_jax alone.
 - `--input=records`: batches of config.dataset from the real input pipeline,
-  host-to-device copies included, as the trainer runs; also measures the input
-  pipeline alone (`input_images_per_s`): below the training rate, the input
-  (Grain, config.input.workers processes) is the bottleneck.
+  host-to-device copies included, as the trainer runs; first measures the input
+  pipeline alone (fer_jax.input_benchmark): `input_images_per_s` from Grain with
+  config.input.workers processes (below the training rate, the input is the
+  bottleneck), and a profile of one core's work per image, stage by stage (printed as
+  a table before the JSON line): images/s per core. `--input_only` stops there (no
+  model: the step keys are null). `--records_demo=N` first builds
+  image_folder/faces<image_size> records of N generated faces (data_prep.benchmark,
+  in a subprocess: TensorFlow stays out of this one) in `--records_dir` (kept there,
+  reused) or a temporary folder, and reads them.
 - `--reference=pytorch`: the paper's setting in PyTorch on the same device,
   batch and image size (timm model, forward hook on the aligned layer, the
   cosine loss of fer_jax/alignment.py, AMP autocast when config.model.dtype is
@@ -21,11 +27,18 @@ that a speed-up is one division:
   devices, platform, device_kind, backend, input, steps, repeats,
   step_ms_align, step_ms_no_align, images_per_s_align, images_per_s_no_align,
   overhead (align / no_align step time), memory_bytes_in_use, peak_memory_bytes
-  (first device; null where the platform does not report it), input_images_per_s
-  (records only, else null).
+  (first device; null where the platform does not report it), and for records (else
+  null) input_workers, input_images_per_s, input_images_per_s_per_worker,
+  input_images_per_s_per_core, input_cpu_ms_per_image, input_profile_ms (stage ->
+  ms/image), cpu_cores, load_average_1min.
 No mode imports TensorFlow.
 """
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -43,6 +56,14 @@ flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (me
 flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head (synthetic input).")
 flags.DEFINE_integer("input_batches", 50, "Batches timed for the input pipeline alone "
                      "(--input=records).")
+flags.DEFINE_integer("profile_steps", 2, "--input=records: batches built stage by stage for "
+                     "the profile of one core.")
+flags.DEFINE_boolean("input_only", False, "--input=records: measure the input pipeline "
+                     "alone, no training step.")
+flags.DEFINE_integer("records_demo", 0, "--input=records: build image_folder records of this "
+                     "many generated faces at config.dataset.image_size and read them.")
+flags.DEFINE_string("records_dir", None, "--records_demo: data_dir of those records (kept, "
+                    "reused when built); default a temporary folder, removed.")
 flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-cam instead.")
 flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
 flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
@@ -69,19 +90,26 @@ def interleaved(variants: Dict[str, Callable[[int], None]], steps: int, repeats:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def report(common: Dict[str, Any], ms: Dict[str, float], global_batch: int,
-           memory: Dict[str, Optional[int]], input_images_per_s: Optional[float]
+INPUT_KEYS = ("input_workers", "input_images_per_s", "input_images_per_s_per_worker",
+              "input_images_per_s_per_core", "input_cpu_ms_per_image", "input_profile_ms",
+              "cpu_cores", "load_average_1min")
+
+
+def report(common: Dict[str, Any], ms: Optional[Dict[str, float]], global_batch: int,
+           memory: Dict[str, Optional[int]], input_figures: Optional[Dict[str, Any]]
            ) -> Dict[str, Any]:
-    """The JSON object every mode prints."""
-    a, b = ms["align"], ms["no_align"]
-    return {
-        **common, "global_batch": global_batch,
-        "step_ms_align": round(a, 3), "step_ms_no_align": round(b, 3),
-        "images_per_s_align": round(global_batch / a * 1000, 1),
-        "images_per_s_no_align": round(global_batch / b * 1000, 1),
-        "overhead": round(a / b, 4), **memory,
-        "input_images_per_s": None if input_images_per_s is None else round(input_images_per_s, 1),
-    }
+    """The JSON object every mode prints (ms None: no step timed, --input_only)."""
+    steps: Dict[str, Any] = dict.fromkeys(
+        ("step_ms_align", "step_ms_no_align", "images_per_s_align", "images_per_s_no_align",
+         "overhead"))
+    if ms is not None:
+        a, b = ms["align"], ms["no_align"]
+        steps = {"step_ms_align": round(a, 3), "step_ms_no_align": round(b, 3),
+                 "images_per_s_align": round(global_batch / a * 1000, 1),
+                 "images_per_s_no_align": round(global_batch / b * 1000, 1),
+                 "overhead": round(a / b, 4)}
+    return {**common, "global_batch": global_batch, **steps, **memory,
+            **{k: (input_figures or {}).get(k) for k in INPUT_KEYS}}
 
 
 def _common(config, framework: str, devices: int, platform: str, device_kind: str,
@@ -97,22 +125,36 @@ def _common(config, framework: str, devices: int, platform: str, device_kind: st
 
 
 def measure(config, steps: int, repeats: int, num_classes: int, input_kind: str = "synthetic",
-            input_batches: int = 50) -> Dict[str, Any]:
+            input_batches: int = 50, profile_steps: int = 2, input_only: bool = False
+            ) -> Dict[str, Any]:
     """fer_jax: the train step with and without alignment (see the module docstring)."""
     import jax
     from fer_jax import config_schema, data_parallel, models, optim, train
     config_schema.validate(config)
     dp = data_parallel.DataParallel(spmd=config.spmd)
     size, n = config.dataset.image_size, config.train.batch_size
-    input_rate = None
+    input_figures = None
     if input_kind == "records":
-        from fer_jax import input_pipeline
+        from fer_jax import input_benchmark, input_pipeline
         dataset = input_pipeline.get_dataset(config.dataset)
         num_classes = len(dataset.class_names)
+        # One core's work first, before the worker processes take the cores.
+        profile = input_benchmark.profile(dataset, config, dp.shard_ids, dp.num_devices,
+                                          profile_steps)
         batches = input_pipeline.train_batches(dataset, config, dp.shard_ids, dp.num_devices)
-        input_rate = _input_rate(batches, n // jax.process_count(), input_batches)
+        input_rate = input_benchmark.rate(batches, n // jax.process_count(), input_batches)
+        workers = int(config.input.workers)
+        print(input_benchmark.table(profile, size, input_rate, workers), flush=True)
+        input_figures = input_benchmark.summary(profile, input_rate, workers)
         next_batch = lambda: dp.shard(next(batches))  # noqa: E731
-    else:
+    if input_only:
+        device = jax.local_devices()[0]
+        common = _common(config, "fer_jax", dp.num_devices, jax.default_backend(),
+                         device.device_kind, "shard_map" if config.spmd else "pmap", input_kind,
+                         0, 0)
+        return report(common, None, n, {"memory_bytes_in_use": None,
+                                        "peak_memory_bytes": None}, input_figures)
+    if input_kind != "records":
         batch = dp.shard(_random_batch(n, size, num_classes, dp.num_local_devices))
         next_batch = lambda: batch  # noqa: E731
     model = models.create_model(config.model, num_classes, bn_axis_name=data_parallel.AXIS)
@@ -139,7 +181,7 @@ def measure(config, steps: int, repeats: int, num_classes: int, input_kind: str 
                      steps, repeats)
     memory = {"memory_bytes_in_use": stats.get("bytes_in_use"),
               "peak_memory_bytes": stats.get("peak_bytes_in_use")}
-    return report(common, ms, n, memory, input_rate)
+    return report(common, ms, n, memory, input_figures)
 
 
 def _random_batch(n: int, size: int, num_classes: int, num_devices: int
@@ -154,16 +196,6 @@ def _random_batch(n: int, size: int, num_classes: int, num_devices: int
         "mask": np.ones(n, np.float32),
     }
     return {k: v.reshape((num_devices, -1) + v.shape[1:]) for k, v in batch.items()}
-
-
-def _input_rate(batches, local_batch: int, count: int) -> float:
-    """Images per second the input pipeline delivers to this process, alone."""
-    for _ in range(2):  # start-up: worker processes, file opening, index
-        next(batches)
-    t0 = time.perf_counter()
-    for _ in range(count):
-        next(batches)
-    return count * local_batch / (time.perf_counter() - t0)
 
 
 # -- the PyTorch reference -------------------------------------------------------------
@@ -283,14 +315,46 @@ def main(argv):
     config = cli.config()
     if config is None:
         raise app.UsageError("--config is required (or --cams, or --predict)")
+    if (FLAGS.input_only or FLAGS.records_demo) and FLAGS.input != "records":
+        raise app.UsageError("--input_only and --records_demo need --input=records")
     if FLAGS.reference == "pytorch":
         if FLAGS.input != "synthetic":
             raise app.UsageError("--reference=pytorch measures synthetic input only")
         result = measure_pytorch(config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes)
-    else:
+        print(json.dumps(result), flush=True)
+        return
+    scratch = None
+    if FLAGS.records_demo:
+        records_dir = FLAGS.records_dir or (scratch := tempfile.mkdtemp(prefix="fer_jax_rec_"))
+        config.dataset.name = demo_records(records_dir, FLAGS.records_demo,
+                                           config.dataset.image_size)
+        config.dataset.data_dir = records_dir
+        config.dataset.train_split = "train"
+    try:
         result = measure(config, FLAGS.steps, FLAGS.repeats, FLAGS.num_classes,
-                         FLAGS.input, FLAGS.input_batches)
+                         FLAGS.input, FLAGS.input_batches, FLAGS.profile_steps,
+                         FLAGS.input_only)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result), flush=True)
+
+
+def demo_records(data_dir: str, num: int, image_size: int) -> str:
+    """The name of image_folder records of `num` generated faces at `image_size` in
+    `data_dir`, built first (data_prep.benchmark --records_only, in a subprocess, as it
+    loads TensorFlow) unless they are there."""
+    from fer_jax import datasets
+    name = f"image_folder/faces{image_size}"
+    try:
+        datasets.find(name, data_dir)
+        return name
+    except FileNotFoundError:
+        pass
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, "-m", "data_prep.benchmark", f"--records_only={data_dir}",
+                    f"--num={num}", f"--image_size={image_size}"], check=True, cwd=root)
+    return name
 
 
 if __name__ == "__main__":

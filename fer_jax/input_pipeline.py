@@ -83,7 +83,11 @@ class _Examples:
         self.source, self.size = source, size
 
     def __call__(self, position: int) -> Dict[str, Any]:
-        ex = datasets.decode(self.source[position])
+        return self.to_model(datasets.decode(self.source[position]))
+
+    def to_model(self, ex: Dict[str, Any]) -> Dict[str, Any]:
+        """A decoded example (datasets.decode) -> image (S, S, 3) float32 in [0, 1], heatmap
+        (S, S) float32 in [0, 1], valid, label and mask (1) at the model's size S."""
         # As the tf.data pipeline did: the map divided by 255 (the image multiplied by
         # float32(1/255), unit_image), resized like the image when sizes differ.
         heat = ex["heatmap"][..., None].astype(np.float32) / np.float32(255.0)
@@ -137,19 +141,27 @@ class _TrainStep:
                        .shuffle(seed=_shard_seed(self.seed, d)).repeat()
                        for d in self.shard_ids]
 
-    def __call__(self, step: int) -> Dict[str, np.ndarray]:
+    def rows(self, step: int) -> List[Tuple[int, int]]:
+        """(record position, augmentation number) of each row of `step`'s batch, in order."""
         epoch, first = divmod(step, self.steps)
         rows = []
         for d, order in zip(self.shard_ids, self.orders):
             for r in range(self.per_shard_batch):
                 j = first * self.per_shard_batch + r
-                ex = self.examples(order[epoch * self.shard_len + j])
-                if self.input.augment:
-                    u = augment.uniforms(self.seed, (epoch * self.used + j) * self.num_shards + d)
-                    ex["image"], ex["heatmap"] = augment.augment(
-                        ex["image"], ex["heatmap"], u, self.input)
-                ex["image"] = normalise(ex["image"])
-                rows.append(ex)
+                rows.append((int(order[epoch * self.shard_len + j]),
+                             (epoch * self.used + j) * self.num_shards + d))
+        return rows
+
+    def __call__(self, step: int) -> Dict[str, np.ndarray]:
+        rows = []
+        for position, number in self.rows(step):
+            ex = self.examples(position)
+            if self.input.augment:
+                u = augment.uniforms(self.seed, number)
+                ex["image"], ex["heatmap"] = augment.augment(
+                    ex["image"], ex["heatmap"], u, self.input)
+            ex["image"] = normalise(ex["image"])
+            rows.append(ex)
         return _stack(rows, len(self.shard_ids))
 
 
