@@ -47,29 +47,6 @@ import numpy as np
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (see configs/).")
-flags.DEFINE_enum("input", "synthetic", ["synthetic", "records"],
-                  "Where batches come from (see the module docstring).")
-flags.DEFINE_enum("reference", None, ["pytorch"], "Measure the PyTorch reference instead.")
-flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
-flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (median kept).")
-flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head (synthetic input).")
-flags.DEFINE_integer("input_batches", 50, "Batches timed for the input pipeline alone "
-                     "(--input=records).")
-flags.DEFINE_integer("profile_steps", 2, "--input=records: batches built stage by stage for "
-                     "the profile of one core.")
-flags.DEFINE_boolean("input_only", False, "--input=records: measure the input pipeline "
-                     "alone, no training step.")
-flags.DEFINE_integer("records_demo", 0, "--input=records: build image_folder records of this "
-                     "many generated faces at config.dataset.image_size and read them.")
-flags.DEFINE_string("records_dir", None, "--records_demo: data_dir of those records (kept, "
-                    "reused when built); default a temporary folder, removed.")
-flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-cam instead.")
-flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
-flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
-flags.DEFINE_integer("cam_batch", 16, "--cams: batch size.")
-flags.DEFINE_boolean("predict", False, "Time fer_jax.predict on a folder of photos instead.")
-flags.DEFINE_integer("predict_photos", 200, "--predict: photos in the small folder (large: 4x).")
 
 
 def interleaved(variants: Dict[str, Callable[[int], None]], steps: int, repeats: int
@@ -357,6 +334,35 @@ def demo_records(data_dir: str, num: int, image_size: int) -> str:
     return name
 
 
+def _define_flags() -> None:
+    """The command line; defined only when run as a program, so that importing this module
+    (tests, other tools) leaves absl's flags alone."""
+    config_flags.DEFINE_config_file("config", None, "Config file (see configs/).")
+    flags.DEFINE_enum("input", "synthetic", ["synthetic", "records"],
+                      "Where batches come from (see the module docstring).")
+    flags.DEFINE_enum("reference", None, ["pytorch"], "Measure the PyTorch reference instead.")
+    flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
+    flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (median kept).")
+    flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head (synthetic input).")
+    flags.DEFINE_integer("input_batches", 50, "Batches timed for the input pipeline alone "
+                         "(--input=records).")
+    flags.DEFINE_integer("profile_steps", 2, "--input=records: batches built stage by stage for "
+                         "the profile of one core.")
+    flags.DEFINE_boolean("input_only", False, "--input=records: measure the input pipeline "
+                         "alone, no training step.")
+    flags.DEFINE_integer("records_demo", 0, "--input=records: build image_folder records of this "
+                         "many generated faces at config.dataset.image_size and read them.")
+    flags.DEFINE_string("records_dir", None, "--records_demo: data_dir of those records (kept, "
+                        "reused when built); default a temporary folder, removed.")
+    flags.DEFINE_boolean("cams", False, "Time every CAM method against pytorch-grad-cam instead.")
+    flags.DEFINE_string("cam_model", "resnet50", "--cams: timm/fer_jax model (random weights).")
+    flags.DEFINE_integer("cam_size", 112, "--cams: image size.")
+    flags.DEFINE_integer("cam_batch", 16, "--cams: batch size.")
+    flags.DEFINE_boolean("predict", False, "Time fer_jax.predict on a folder of photos instead.")
+    flags.DEFINE_integer("predict_photos", 200, "--predict: photos in the small folder (large: 4x).")
+
+
 if __name__ == "__main__":
     from fer_jax import cli
+    _define_flags()
     cli.run(main)

@@ -317,3 +317,27 @@ def test_imports_only_go_down_the_layers():
     """Every module sits in a layer (a new one must be placed), and no import goes up."""
     graph = import_graph()
     assert upward_imports(graph) == []
+
+
+DEFINES_FLAGS_ON_IMPORT = {"fer_jax.main"}   # flax's examples' style: the program's module
+
+
+def test_importing_a_module_defines_no_command_line_flags():
+    """A tool's absl flags are defined when it runs as a program, not when it is imported:
+    otherwise two tools imported into one process (a test worker, a notebook) clash
+    ("flag 'config' is defined twice"), depending on which was imported first."""
+    import subprocess
+    import sys
+    modules = sorted(m for m in import_graph() if m.startswith("fer_jax")
+                     and m not in DEFINES_FLAGS_ON_IMPORT)
+    # absl files each flag under the module that defined it (libraries define their own).
+    script = ("import importlib, sys\nfrom absl import flags\n"
+              "for m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+              "print(sorted((m, sorted(f.name for f in fs)) for m, fs in "
+              "flags.FLAGS.flags_by_module_dict().items() if m.startswith('fer_jax')))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script, *modules], cwd=root, text=True,
+                         capture_output=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
