@@ -105,6 +105,18 @@ def _text(img: np.ndarray, text: str, xy: Tuple[int, int], scale: float = 0.4,
     cv2.putText(img, text, xy, _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
+def _labelled_box(canvas: np.ndarray, box: Tuple[int, int, int, int], label: str) -> int:
+    """A face's green box on `canvas` (H, W, 3) uint8, in place, with `label` on black above it
+    (inside the image at the top edge); returns the label's text height in pixels."""
+    x0, y0, x1, y1 = box
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), (40, 220, 40), 2)
+    (tw, th), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
+    ty = max(th + 4, y0 - 4)
+    cv2.rectangle(canvas, (x0, ty - th - 4), (x0 + tw + 4, ty + 3), (0, 0, 0), -1)
+    _text(canvas, label, (x0 + 2, ty), 0.5, (40, 220, 40))
+    return th
+
+
 def _bars(probabilities: dict, label: str, width: int) -> np.ndarray:
     """Probability bars, one line per class, the predicted one in red."""
     tile = np.full((_TILE, width, 3), 255, np.uint8)
@@ -133,12 +145,7 @@ def prediction_picture(photo: np.ndarray, photo_scale: float, rows: Sequence, pa
         if r.box is None:
             continue
         x0, y0, x1, y1 = (int(round(v * photo_scale)) for v in r.box)
-        cv2.rectangle(canvas_photo, (x0, y0), (x1, y1), (40, 220, 40), 2)
-        label = f"{r.face}: {r.label} {r.confidence:.2f}"
-        (tw, th), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
-        ty = max(th + 4, y0 - 4)
-        cv2.rectangle(canvas_photo, (x0, ty - th - 4), (x0 + tw + 4, ty + 3), (0, 0, 0), -1)
-        _text(canvas_photo, label, (x0 + 2, ty), 0.5, (40, 220, 40))
+        _labelled_box(canvas_photo, (x0, y0, x1, y1), f"{r.face}: {r.label} {r.confidence:.2f}")
     strips = []
     titles = ("face", f"CAM ({rows[0].cam_method})" if rows else "CAM", "attention", "AU map",
               "probabilities")
@@ -188,12 +195,7 @@ def video_frame(frame: np.ndarray, rows: Sequence, tracks: Sequence[Optional[int
             continue
         x0, y0, x1, y1 = ((int(round(v)) for v in r.box) if r.box is not None
                           else (0, 0, width - 1, height - 1))
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), (40, 220, 40), 2)
-        label = f"#{track} {r.label} {r.confidence:.2f}"
-        (tw, th), _ = cv2.getTextSize(label, _FONT, 0.5, 1)
-        ty = max(th + 4, y0 - 4)
-        cv2.rectangle(canvas, (x0, ty - th - 4), (x0 + tw + 4, ty + 3), (0, 0, 0), -1)
-        _text(canvas, label, (x0 + 2, ty), 0.5, (40, 220, 40))
+        th = _labelled_box(canvas, (x0, y0, x1, y1), f"#{track} {r.label} {r.confidence:.2f}")
         if r.crop is None:
             continue
         # Inset: CAM tile and bars (twice as wide), sized to the face, kept inside the frame.
