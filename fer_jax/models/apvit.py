@@ -244,11 +244,7 @@ class APViT(nn.Module):
     @property
     def pos_grid(self) -> Tuple[int, int]:
         """(h, w) grid of the stored position embeddings."""
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size={self.image_size} is not a multiple of "
-                             f"patch_size={self.patch_size}")
-        n = self.image_size // self.patch_size
-        return (n, n)
+        return vit.patch_grid(self.image_size, self.patch_size)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,

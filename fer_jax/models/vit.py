@@ -78,6 +78,14 @@ def resample_pos_embed(
     return jnp.concatenate([prefix, grid], axis=1)
 
 
+def patch_grid(image_size: int, patch_size: int) -> Tuple[int, int]:
+    """(h, w) grid of `patch_size` cells over a square `image_size` input (the position
+    embeddings' grid); a ValueError naming both when one does not divide the other."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size={image_size} is not a multiple of patch_size={patch_size}")
+    n = image_size // patch_size
+    return (n, n)
+
 class TokenGrid(nn.Module):
     """Identity on a (B, h, w, D) grid; exists so the grid gets a stable capture name."""
 
@@ -261,11 +269,7 @@ class ViT(contract.MethodHeads, nn.Module):
     @property
     def pos_grid(self) -> Tuple[int, int]:
         """(h, w) patch grid of the stored position embeddings."""
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
-        n = self.image_size // self.patch_size
-        return (n, n)
+        return patch_grid(self.image_size, self.patch_size)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False,
