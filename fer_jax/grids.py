@@ -50,7 +50,8 @@ SHORTCUT_SEEDS = (0, 1, 2)
 SHORTCUT_LAMBDA = 4.0
 
 _RAFDB = "configs/rafdb_resnet50.py"
-_MINIATURE = "configs/miniature.py"
+_MINIATURE = "configs/miniature.py"              # the demo's length: trained models
+_MINIATURE_QUICK = "configs/miniature_quick.py"  # 6 epochs: sweeps, ablations, a quick table
 # configs/paper/ has every training-time method on RAF-DB, all but TS-CAM on AffectNet
 # (each method's `paper_configs`, fer_jax.methods).
 AFFECTNET_METHODS = methods.paper_methods("affectnet")
@@ -132,6 +133,14 @@ def seeds(config: str, overrides: Mapping[str, Any], weights: Sequence[float],
             for w in weights for s in seed_list]
 
 
+def _miniature_table(config: str) -> Tuple[Cell, ...]:
+    """The paper's table on synthetic faces from a miniature config file (its argument
+    after ':' names the training-time method, or 'apvit')."""
+    return tuple(paper_table(config, f"{config}:{{}}".format, methods.paper_methods(),
+                             {"eval.cam_methods": PAPER_POSTHOC + ("random", "centre")})
+                 + apvit_row(f"{config}:{APVIT}"))
+
+
 def _grids() -> Dict[str, Grid]:
     cam_only = {"eval.cam_methods": ("cam",)}   # the single-map layouts' columns, no more
     # 6 of the demo's 30 epochs and 9-point deletion curves: 6 cells in under half an hour
@@ -153,18 +162,18 @@ def _grids() -> Dict[str, Grid]:
         Grid("layer_ablation", "layer_ablation", "RAF-DB, ResNet-50 + CAM, lambda 4: which "
              "layers are aligned", tuple(layer_ablation(_RAFDB))),
         Grid("paper_table_synthetic", "paper_table", "synthetic_faces/small, the miniature "
-             "ResNet-18/16, 6 epochs (TS-CAM: ViT patch 8, 5 epochs; APViT: the micro "
-             "APViT, 6 epochs): every method without and with AU guidance (lambda 4)",
-             tuple(paper_table(_MINIATURE, f"{_MINIATURE}:{{}}".format,
-                               methods.paper_methods(),
-                               {"eval.cam_methods": PAPER_POSTHOC + ("random", "centre")})
-                   + apvit_row(f"{_MINIATURE}:{APVIT}"))),
+             "ResNet-18/16 (TS-CAM: ViT patch 8; APViT: the micro APViT), 30 epochs: "
+             "every method without and with AU guidance (lambda 4)",
+             _miniature_table(_MINIATURE)),
+        Grid("paper_table_synthetic_quick", "paper_table", "paper_table_synthetic at 6 "
+             "epochs (TS-CAM: 5): how fast each method learns; the without-AU models have "
+             "not learnt yet", _miniature_table(_MINIATURE_QUICK)),
         Grid("lambda_sweep_synthetic", "lambda_sweep", "synthetic_faces/small, the miniature "
-             "model + CAM: lambda in " + ", ".join(f"{w:g}" for w in SWEEP_LAMBDAS),
-             tuple(lambda_sweep(_MINIATURE, cam_only))),
+             "model (6 epochs) + CAM: lambda in " + ", ".join(f"{w:g}" for w in SWEEP_LAMBDAS),
+             tuple(lambda_sweep(_MINIATURE_QUICK, cam_only))),
         Grid("layer_ablation_synthetic", "layer_ablation", "synthetic_faces/small, the "
-             "miniature model + CAM, lambda 4: which layers are aligned",
-             tuple(layer_ablation(_MINIATURE, cam_only))),
+             "miniature model (6 epochs) + CAM, lambda 4: which layers are aligned",
+             tuple(layer_ablation(_MINIATURE_QUICK, cam_only))),
         Grid("shortcut", "seeds", "synthetic_faces/shortcut, the demo model for 6 epochs: "
              "lambda 0 and "
              f"{SHORTCUT_LAMBDA:g}, seeds {', '.join(map(str, SHORTCUT_SEEDS))}; a corner "

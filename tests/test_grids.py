@@ -24,7 +24,7 @@ def test_every_cell_of_every_grid_loads_and_validates(name):
     # Cells differ: no two train the same thing.
     frozen = [repr(sorted(c.to_dict().items())) for c in loaded.values()]
     assert len(set(frozen)) == len(frozen)
-    dataset = ("synthetic_faces/" if name.endswith("_synthetic") or name == "shortcut" else
+    dataset = ("synthetic_faces/" if "_synthetic" in name or name == "shortcut" else
                "affectnet" if name.endswith("_affectnet") else "rafdb")
     for config in loaded.values():
         assert config.dataset.name.startswith(dataset)
@@ -32,7 +32,8 @@ def test_every_cell_of_every_grid_loads_and_validates(name):
 
 def test_paper_tables_pair_lambda_zero_with_the_configs_own_lambda():
     for name, paper_lambda in (("paper_table", 4.0), ("paper_table_affectnet", 9.0),
-                               ("paper_table_synthetic", 4.0)):
+                               ("paper_table_synthetic", 4.0),
+                               ("paper_table_synthetic_quick", 4.0)):
         grid = grids.get(name)
         loaded = configs_of(grid)
         variants = {}
@@ -42,6 +43,20 @@ def test_paper_tables_pair_lambda_zero_with_the_configs_own_lambda():
                                  "apvit"} | (set() if name.endswith("_affectnet") else {"tscam"})
         for variant, weights in variants.items():
             assert sorted(weights) == [0.0, paper_lambda], (name, variant)
+
+
+def test_quick_miniature_table_is_the_table_at_6_epochs_and_nothing_else():
+    """paper_table_synthetic trains each model 30 epochs (its without-AU models learn);
+    its quick variant is the same cells at 6 epochs (the ViT's TS-CAM at 5)."""
+    full, quick = grids.get("paper_table_synthetic"), grids.get("paper_table_synthetic_quick")
+    assert [c.name for c in full.cells] == [c.name for c in quick.cells]
+    loaded_full, loaded_quick = configs_of(full), configs_of(quick)
+    for name, config in loaded_full.items():
+        short = loaded_quick[name]
+        assert config.train.num_epochs == 30.0, name
+        assert short.train.num_epochs == (5.0 if config.model.name.startswith("vit") else 6.0)
+        short.train.num_epochs = config.train.num_epochs
+        assert _flat(short.to_dict()) == _flat(config.to_dict()), name
 
 
 def _flat(tree, prefix=""):
@@ -58,7 +73,7 @@ def _flat(tree, prefix=""):
 @pytest.mark.parametrize("name,config_file,shared", [
     ("lambda_sweep", "configs/rafdb_resnet50.py", {}),
     # The synthetic sweep tabulates CAM alone: only that map is evaluated.
-    ("lambda_sweep_synthetic", "configs/miniature.py", {"eval.cam_methods": ("cam",)})])
+    ("lambda_sweep_synthetic", "configs/miniature_quick.py", {"eval.cam_methods": ("cam",)})])
 def test_lambda_sweep_is_its_config_at_each_of_the_papers_lambdas_and_nothing_else(
         name, config_file, shared):
     """One cell per lambda: 0 (no alignment), the ends of the paper's range "1 to 15",
@@ -154,7 +169,7 @@ def test_cli_lists_cells_and_ends_a_bad_grid_with_one_line():
     out = subprocess.run(cmd + ["--grid=lambda_sweep_synthetic", "--dry_run"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.count("configs/miniature.py") == 6 and "'align.weight': 15.0" in out.stdout
+    assert out.stdout.count("configs/miniature_quick.py") == 6 and "'align.weight': 15.0" in out.stdout
     out = subprocess.run(cmd + ["--grid=nope", "--out=/nonexistent"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
