@@ -143,7 +143,7 @@ def _miniature_table(config: str) -> Tuple[Cell, ...]:
 
 def _grids() -> Dict[str, Grid]:
     cam_only = {"eval.cam_methods": ("cam",)}   # the single-map layouts' columns, no more
-    # 6 of the demo's 30 epochs and 9-point deletion curves: 6 cells in under half an hour
+    # 6 epochs and 9-point deletion curves: 6 cells in under half an hour
     # on 2 cores. The cue is learnt within the first epochs, the faces later (README).
     shortcut = {"dataset.name": "synthetic_faces/shortcut", "train.num_epochs": 6.0,
                 "eval.faithfulness_steps": 8, **cam_only}
