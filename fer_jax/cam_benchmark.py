@@ -8,7 +8,9 @@ each method alone (one jitted forward + backward each), all gradient methods
 together (one forward, one backward) and the whole set together; for
 pytorch-grad-cam the whole set is the sum of its per-method calls, as its
 users run them. Score-CAM runs one forward per channel, so it is timed on its
-own, smaller setting (`score_*` arguments), which the JSON names.
+own, smaller setting (`score_*` arguments), which the JSON names, beside a plain
+forward of as many images as it masks at once (`forward`): Score-CAM's ratio is
+bounded by that of the two libraries' convolutions.
 """
 import os
 import statistics
@@ -77,6 +79,26 @@ def _theirs(ref, layer: str, x_nchw, classes, method: str) -> Callable:
     return lambda: cam(input_tensor=tensor, targets=targets)
 
 
+def _forwards(ref, model, variables, size: int, ours: Dict[str, Callable],
+              theirs: Dict[str, Callable]) -> None:
+    """Adds a 'forward' entry to both: logits of SCORE_BATCH random images (no gradient)."""
+    x = np.random.default_rng(1).standard_normal((SCORE_BATCH, size, size, 3)).astype(np.float32)
+    xj = jnp.asarray(x)
+    run = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    jax.block_until_ready(run(variables, xj))   # compile
+    ours["forward"] = lambda: jax.block_until_ready(run(variables, xj))
+    if ref is None:
+        return
+    import torch
+    tensor = torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+
+    def forward():
+        with torch.no_grad():
+            ref(tensor)
+    forward()   # warm up
+    theirs["forward"] = forward
+
+
 def _setting(model_name: str, size: int, batch: int, layer: str, methods: Sequence[str],
              repeats: int, with_reference: bool, workdir: str) -> Dict[str, Any]:
     ref, model, variables = _pair(model_name, size, 7, workdir)
@@ -91,29 +113,37 @@ def _setting(model_name: str, size: int, batch: int, layer: str, methods: Sequen
         grads = [m for m in methods if m in GRADIENT_METHODS]
         if len(grads) > 1:
             together["gradient_methods"] = _ours(model, variables, xj, cj, grads, layer)
-    theirs = {}
+    theirs: Dict[str, Callable] = {}
     if with_reference:
         x_nchw = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
         theirs = {m: _theirs(ref, layer, x_nchw, classes, m) for m in methods}
         for fn in theirs.values():
             fn()   # warm up (hooks, allocator)
+    if "scorecam" in methods:
+        # Score-CAM is forwards of masked images: a plain forward of that many images in
+        # each library says how much of its ratio is the convolutions' speed.
+        _forwards(ref if with_reference else None, model, variables, size, ours, theirs)
     times: Dict[str, List[float]] = {}
     for _ in range(repeats):
-        for m in methods:
+        for m in ours:
             times.setdefault(f"fer_jax/{m}", []).append(_time(ours[m]))
             if m in theirs:
                 times.setdefault(f"pytorch_grad_cam/{m}", []).append(_time(theirs[m]))
         for name, fn in together.items():
             times.setdefault(f"fer_jax/{name}", []).append(_time(fn))
-    ms = {k: 1000 * statistics.median(v) / batch for k, v in times.items()}   # per image
+    ms = {k: 1000 * statistics.median(v) / (SCORE_BATCH if k.endswith("/forward") else batch)
+          for k, v in times.items()}   # per image
     out: Dict[str, Any] = {"model": model_name, "image_size": size, "batch": batch,
                            "layer": layer, "methods": {}}
-    for m in methods:
+    for m in ours:
         row = {"fer_jax_ms_per_image": round(ms[f"fer_jax/{m}"], 3)}
         if m in theirs:
             row["pytorch_grad_cam_ms_per_image"] = round(ms[f"pytorch_grad_cam/{m}"], 3)
             row["speedup"] = round(ms[f"pytorch_grad_cam/{m}"] / ms[f"fer_jax/{m}"], 2)
-        out["methods"][m] = row
+        if m == "forward":   # not a method: the model alone (pytorch: the timm module)
+            out["forward"] = row
+        else:
+            out["methods"][m] = row
     if "gradient_methods" in together:
         slowest = max(ms[f"fer_jax/{m}"] for m in methods if m in GRADIENT_METHODS)
         out["gradient_methods_together_ms_per_image"] = round(ms["fer_jax/gradient_methods"], 3)
