@@ -1,9 +1,9 @@
 """Test session setup: 8 simulated CPU devices, so data-parallel code runs for real.
 
 XLA reads the flag when jax is first imported, hence here, before any test module.
-A JAX compilation cache for the session (this process and the trainer subprocesses
-the tests start, which inherit the environment): the same tiny programs, above
-all the model initialisation (tens of seconds on 2 cores), compile once.
+A JAX compilation cache for the session (this process, the xdist workers and the trainer
+subprocesses the tests start, which inherit the environment): the same tiny programs,
+above all the model initialisation (tens of seconds on 2 cores), compile once.
 """
 import atexit
 import os
@@ -15,6 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer_jax_test_jit_")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+# Every program, not only those compiling for over a second (JAX's default): the trainer
+# subprocesses compile the same many sub-second evaluation programs again and again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import sys
 
