@@ -1,7 +1,8 @@
 """`python -m fer_jax.benchmark --config=...`: training throughput and the cost of the AU loss.
 `python -m fer_jax.benchmark --cams`: CAM methods against pytorch-grad-cam (fer_jax.cam_benchmark).
 `python -m fer_jax.benchmark --predict`: photos/s and memory of fer_jax.predict (predict_benchmark);
-  with `--reference=fer`, the shipped model beside the `fer` package on the same photos.
+  with `--reference=fer`, the shipped model beside the `fer` package on the same photos;
+  with `--predict_video=N`, frames/s of `predict --video` on a generated clip.
 
 Times the training step with the alignment loss (config.align.weight, or 1 if
 it is 0) and without it (weight 0: no layer captured), interleaved in one run,
@@ -292,6 +293,8 @@ def main(argv):
             print(json.dumps(predict_benchmark.compare_with_fer(
                 FLAGS.predict_folder, FLAGS.reference_python or sys.executable,
                 count=FLAGS.predict_photos)))
+        elif FLAGS.predict_video:
+            print(json.dumps(predict_benchmark.measure_video(FLAGS.predict_video)))
         elif FLAGS.reference is None:
             print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         else:
@@ -356,6 +359,8 @@ def _define_flags() -> None:
                       "pytorch-grad-cam anyway) or, with --predict, 'fer' (the fer package).")
     flags.DEFINE_string("reference_python", None, "--reference=fer: the Python of an "
                         "environment with fer installed (default: this one).")
+    flags.DEFINE_integer("predict_video", 0, "--predict: time `predict --video` on a generated "
+                         "clip of this many frames instead (shipped model).")
     flags.DEFINE_string("predict_folder", None, "--predict --reference=fer: photos to compare "
                         "on (default: --predict_photos generated astronaut photos).")
     flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")

@@ -110,6 +110,64 @@ def measure(count: int = 200, workers: int = 0) -> Dict[str, Any]:
     return out
 
 
+def write_clip(path: str, frames: int, seed: int = 0) -> None:
+    """A 640x480, 25 frames/s MPEG-4 clip: the astronaut's face drifting across a textured
+    background, one face in every frame."""
+    import skimage.data
+    rng = np.random.default_rng(seed)
+    face = cv2.resize(skimage.data.astronaut()[40:230, 150:300], (150, 190))
+    background = cv2.add(np.full((480, 640, 3), 120, np.uint8),
+                         rng.integers(0, 40, (480, 640, 3), dtype=np.uint8))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (640, 480))
+    for i in range(frames):
+        frame = background.copy()
+        x = int(40 + (640 - 150 - 80) * (0.5 + 0.5 * np.sin(i / 15)))
+        y = int(60 + 40 * np.cos(i / 20))
+        frame[y:y + 190, x:x + 150] = face
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def measure_video(frames: int = 125, workers: int = 0) -> Dict[str, Any]:
+    """frames/s of `predict --video` with the shipped model on a generated clip: every frame
+    with and without the annotated video, and every 5th frame; compiled before the timing."""
+    from data_prep import parallel
+    workers = workers or parallel.default_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = os.path.join(tmp, "clip.mp4")
+        write_clip(clip, frames)
+        code = f"""
+import json, time
+from fer_jax import predict, video
+p = predict.Predictor.default(workers={workers}, batch_size=32)
+first = next(video.VideoReader({clip!r}).frames()).rgb
+for n in (32, 1):   # both batch shapes
+    for _ in p.predict_many([first] * n):
+        pass
+out = {{}}
+for name, every, annotate in (("every_frame_annotated", 1, True),
+                              ("every_frame_tables_only", 1, False),
+                              ("every_5th_frame_annotated", 5, True)):
+    t = time.perf_counter()
+    counts = video.run(p, video.VideoReader({clip!r}), {tmp!r} + "/" + name, every=every,
+                       annotate=annotate, progress=False)
+    seconds = time.perf_counter() - t
+    out[name] = {{"frames": counts["frames"], "analysed": counts["analysed"],
+                 "faces": counts["faces"], "seconds": round(seconds, 2),
+                 "frames_per_second": round(counts["frames"] / seconds, 2)}}
+print(json.dumps(out))
+"""
+        env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"clip": f"{frames} frames, 640x480, 25 frames/s, one face",
+            "model": "the shipped FER2013 mini-Xception (fer_jax.pretrained)",
+            "workers": workers, "cpu_count": os.cpu_count(), **result}
+
+
 def _fer_run(folder: str, fer_python: str, model: str) -> Dict[str, Any]:
     """fer_reference.py on `folder` with the Python of an environment that has fer; model:
     'tflite' (fer's default) or 'keras' (the HDF5 model fer_jax ships)."""

@@ -1,6 +1,7 @@
-"""The side-by-side with the `fer` package (benchmark --predict --reference=fer): fer's
-side (fer_reference.py, run here against a stand-in `fer` module, since fer itself cannot
-share fer_jax's environment) and how both sides' faces and labels are counted."""
+"""What `benchmark --predict` compares and times: the side-by-side with the `fer` package
+(--reference=fer): fer's side (fer_reference.py, run here against a stand-in `fer`
+module, since fer itself cannot share fer_jax's environment) and how both sides' faces
+and labels are counted; the clip of --predict_video."""
 import json
 import os
 import sys
@@ -114,3 +115,16 @@ def test_comparison_counts_faces_and_agreeing_labels_of_both_sides(tmp_path, mon
     assert quantized["same_label_on_those"] == 1 and keras["same_label_on_those"] == 2
     assert out["labels"]["p4.jpg"] == {"fer_jax": ["Fear", "Fear"], "fer_tflite": [],
                                        "fer_keras": []}
+
+
+def test_benchmark_clip_has_the_frames_size_and_rate_it_names(tmp_path):
+    """The clip `benchmark --predict --predict_video=N` times: N frames of 640x480 at 25
+    frames/s, read back by predict's own video reader, the face moving between frames."""
+    from fer_jax import video
+    path = str(tmp_path / "clip.mp4")
+    predict_benchmark.write_clip(path, 6)
+    reader = video.VideoReader(path)
+    frames = list(reader.frames())
+    assert len(frames) == 6 and reader.fps == 25.0
+    assert frames[0].rgb.shape == (480, 640, 3)
+    assert np.abs(frames[0].rgb.astype(int) - frames[5].rgb.astype(int)).mean() > 1
