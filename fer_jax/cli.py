@@ -60,14 +60,10 @@ def _unknown_key(arg: str) -> "str | None":
     """A message if `--config.a.b=v` names a key the schema lacks, else None."""
     from fer_jax import config_schema
     key = arg.split("=", 1)[0][len(CONFIG) + 3:]
-    node: Any = config_schema.defaults()
-    path: List[str] = []
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            where = ".".join(path) or "the top level"
-            valid = sorted(node.keys()) if hasattr(node, "keys") else []
-            return f"--{CONFIG}.{key}: unknown key {part!r} in {where}; valid: {valid}"
-        node, path = node[part], path + [part]
+    try:
+        config_schema.field_at(key)
+    except errors.ConfigError as e:
+        return f"--{CONFIG}.{key}: {e}"
     return None
 
 

@@ -261,20 +261,34 @@ def _validate(config: Any, schema: dict, prefix: str) -> None:
             raise ConfigError(f"config.{prefix}{key}={value!r} {error} ({spec.doc})")
 
 
+def field_at(key: str) -> Field:
+    """The schema's Field of a dotted key ("model.dtype"); a ConfigError naming the first
+    unknown part, where it was looked for and the valid keys there, or a group."""
+    node: Any = schema()
+    path: List[str] = []
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(path) or "the top level"
+            valid = sorted(node) if isinstance(node, dict) else []
+            raise ConfigError(f"unknown key {part!r} in {where}; valid: {valid}")
+        node, path = node[part], path + [part]
+    if not isinstance(node, Field):
+        raise ConfigError(f"{key} is a group, not a field; its keys: {sorted(node)}")
+    return node
+
+
 def check_values(values: Mapping[str, Any]) -> None:
     """Checks {"model.dtype": "bfloat16", ...} field by field (a ConfigError naming the first
     unknown key or bad value): for overrides of a config that is not itself a training
     config, such as a shipped model's run.json."""
     for key, value in values.items():
-        node: Any = schema()
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"unknown config key {key}")
-            node = node[part]
-        error = node.check(value) if isinstance(node, Field) else "is a group, not a field"
+        try:
+            field = field_at(key)
+        except ConfigError as e:
+            raise ConfigError(f"config.{key}: {e}") from None
+        error = field.check(value)
         if error:
-            raise ConfigError(f"config.{key}={value!r} {error}"
-                              + (f" ({node.doc})" if isinstance(node, Field) else ""))
+            raise ConfigError(f"config.{key}={value!r} {error} ({field.doc})")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

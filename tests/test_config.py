@@ -175,3 +175,24 @@ def test_command_line_override_of_unknown_key_fails_naming_it(tmp_path):
         "error: --config.align.wieght: unknown key 'wieght' in align; valid: ['layers', "
         "'weight']")
     assert not os.listdir(tmp_path)  # failed before writing anything
+
+
+def test_a_dotted_key_is_looked_up_once_for_every_tool():
+    """config_schema.field_at: the Field of "group.key" (parse-time flags and predict's
+    checks both use it); an unknown part is named with where it was looked for and the
+    valid keys there; a group is not a field."""
+    assert config_schema.field_at("align.weight").default == config_schema.defaults().align.weight
+    with pytest.raises(config_schema.ConfigError,
+                       match=r"^unknown key 'wieght' in align; valid: \['layers', 'weight'\]$"):
+        config_schema.field_at("align.wieght")
+    with pytest.raises(config_schema.ConfigError, match=r"^unknown key 'algn' in the top level"):
+        config_schema.field_at("algn.weight")
+    with pytest.raises(config_schema.ConfigError, match=r"unknown key 'x' in align.weight; valid: \[\]"):
+        config_schema.field_at("align.weight.x")
+    with pytest.raises(config_schema.ConfigError, match=r"^align is a group, not a field"):
+        config_schema.field_at("align")
+    config_schema.check_values({"model.dtype": "bfloat16", "align.weight": 2.0})
+    with pytest.raises(config_schema.ConfigError, match=r"^config.model.dtype='float8' "):
+        config_schema.check_values({"model.dtype": "float8"})
+    with pytest.raises(config_schema.ConfigError, match=r"^config.model.dtyp: unknown key"):
+        config_schema.check_values({"model.dtyp": "bfloat16"})
