@@ -30,7 +30,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple, Union)
 
 import jax
 import jax.numpy as jnp
@@ -110,14 +111,26 @@ class Predictor:
                  batch_size: int = 32, max_faces: Optional[int] = None, detect: bool = True,
                  workers: int = 1, preview_side: int = 0):
         self.model, self.variables = restored.model, restored.variables
-        self.class_names = list(restored.class_names)
-        self.image_size = int(restored.config.dataset.image_size)
-        self.record_size = int(restored.record_size)
-        self.input_rule = restored.input_rule    # the crop rule, colour and normalisation
         self.spec = cams.spec_for(self.model, (cam,), cam_layers, key="predict")
-        self.cam = cam
         aligned = tuple(restored.config.align.layers)
         self.attention_layer = attention_layer or (aligned[0] if aligned else self.model.cam_layer)
+        image_size = int(restored.config.dataset.image_size)
+        self._configure(restored.class_names, image_size, int(restored.record_size),
+                        restored.input_rule, cam, jax.jit(functools.partial(
+                            _infer, self.model, self.spec, self.attention_layer, image_size)),
+                        batch_size, max_faces, detect, workers, preview_side)
+
+    def _configure(self, class_names: Sequence[str], image_size: int, record_size: int,
+                   input_rule: faces.InputRule, cam: str,
+                   infer: Callable[[Any, Any], Tuple[Any, ...]], batch_size: int,
+                   max_faces: Optional[int], detect: bool, workers: int,
+                   preview_side: int) -> None:
+        """What every method reads, whatever computes the model: `infer(variables, images)`
+        returns _infer's outputs (a live jitted model, or serve's exported artifact)."""
+        self.class_names = list(class_names)
+        self.image_size, self.record_size = image_size, record_size
+        self.input_rule = input_rule    # the crop rule, colour and normalisation
+        self.cam = cam
         if batch_size < 1:
             raise errors.ConfigError(f"batch_size={batch_size}: expected >= 1")
         self.batch_size, self.max_faces, self.detect = batch_size, max_faces, detect
@@ -126,8 +139,7 @@ class Predictor:
         # Canonical class of each output (its AU codebook entry), None if not an expression.
         self._canonical = [codebook.EXPRESSIONS.index(n) if n in codebook.EXPRESSIONS else None
                            for n in self.class_names]
-        self._infer = jax.jit(functools.partial(
-            _infer, self.model, self.spec, self.attention_layer, self.image_size))
+        self._infer = infer
 
     @classmethod
     def from_workdir(cls, workdir: str, overrides: Optional[Mapping[str, Any]] = None,

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tup
 import cv2
 import numpy as np
 
-from data_prep import codebook, faces
+from data_prep import faces
 from fer_jax import cams, errors, plots, predict, runs, serving
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_page")
@@ -63,21 +63,15 @@ class ExportedPredictor(predict.Predictor):
 
     def __init__(self, served: serving.Served, cam: str, batch_size: int = _BATCH,
                  max_faces: Optional[int] = None):
-        # Not super().__init__, which builds the live model: the settings its methods read,
-        # from the contract (tests/test_serve.py checks the rows against the live model's).
+        # Not super().__init__, which builds the live model: the same settings from the
+        # contract (tests/test_serve.py checks the rows against the live model's).
         rule = served.contract["input"]
-        self.class_names = list(served.class_names)
-        self.image_size = served.image_size
-        self.record_size = int(rule["crop_size"])
-        self.input_rule = faces.InputRule.from_json(rule)
-        self.cam = cam
-        self.batch_size = served.batch_size or batch_size
-        self.max_faces, self.detect, self.workers, self.preview_side = max_faces, True, 1, 0
-        self._canonical = [codebook.EXPRESSIONS.index(n) if n in codebook.EXPRESSIONS else None
-                           for n in self.class_names]
-        self.variables = {}   # the parameters are constants inside the artifact
         self._served = served
-        self._infer = self._exported   # type: ignore[assignment]  # the jitted live model's place
+        self.variables = {}   # the parameters are constants inside the artifact
+        self._configure(served.class_names, served.image_size, int(rule["crop_size"]),
+                        faces.InputRule.from_json(rule), cam, self._exported,
+                        served.batch_size or batch_size, max_faces, detect=True, workers=1,
+                        preview_side=0)
 
     def _exported(self, variables: Any, images: Any) -> Tuple[Any, ...]:
         """predict._infer's outputs from the artifact: attention and features None."""
