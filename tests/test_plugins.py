@@ -274,7 +274,7 @@ LAYERS = (
     ("fer_jax.main", "fer_jax.experiments", "fer_jax.tables", "fer_jax.grids",
      "fer_jax.predict", "fer_jax.benchmark", "fer_jax.cam_benchmark",
      "fer_jax.predict_benchmark", "fer_jax.input_benchmark", "fer_jax.convert_weights",
-     "fer_jax.export", "fer_jax.audit"),                                    # entry points
+     "fer_jax.export", "fer_jax.audit", "fer_jax.fer_reference"),          # entry points
     ("fer_jax.train", "fer_jax.evaluate", "fer_jax.runs"),                # one run
     ("fer_jax.cli", "fer_jax.config_schema", "fer_jax.input_pipeline", "fer_jax.checkpoints",
      "fer_jax.summaries",
