@@ -43,6 +43,15 @@ def write_photos(folder: str, count: int, seed: int = 0) -> None:
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
+def _run_python(code: str) -> Dict[str, Any]:
+    """Runs `code` in a fresh Python on one CPU device; the JSON of its last output line."""
+    env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _predictor_code(shipped: bool, workers: int, pictures: bool) -> str:
     """Python source that binds `p`, a predict.Predictor: the shipped model, or the demo
     model with random weights (configs/default.py)."""
@@ -84,11 +93,7 @@ kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({{"seconds": seconds, "images": counts["images"], "faces": counts["faces"],
                   "peak_rss_mib_main": own / 1024, "peak_rss_mib_worker": kids / 1024}}))
 """
-    env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = _run_python(code)
     result["images_per_second"] = round(result["images"] / result["seconds"], 2)
     return result
 
@@ -157,12 +162,7 @@ for name, every, annotate in (("every_frame_annotated", 1, True),
                  "frames_per_second": round(counts["frames"] / seconds, 2)}}
 print(json.dumps(out))
 """
-        env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=env)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-3000:])
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = _run_python(code)
     return {"clip": f"{frames} frames, 640x480, 25 frames/s, one face",
             "model": "the shipped FER2013 mini-Xception (fer_jax.pretrained)",
             "workers": workers, "cpu_count": os.cpu_count(), **result}
