@@ -289,17 +289,19 @@ def main(argv):
         return
     if FLAGS.predict:
         from fer_jax import predict_benchmark
+        if FLAGS.reference not in (None, "fer"):
+            raise app.UsageError(f"--predict --reference={FLAGS.reference}: the predict "
+                                 "benchmark's reference is 'fer'")
+        if FLAGS.reference == "fer" and FLAGS.predict_video:
+            raise app.UsageError("--reference=fer compares photos: drop --predict_video")
         if FLAGS.reference == "fer":
             print(json.dumps(predict_benchmark.compare_with_fer(
                 FLAGS.predict_folder, FLAGS.reference_python or sys.executable,
                 count=FLAGS.predict_photos)))
         elif FLAGS.predict_video:
             print(json.dumps(predict_benchmark.measure_video(FLAGS.predict_video)))
-        elif FLAGS.reference is None:
-            print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         else:
-            raise app.UsageError(f"--predict --reference={FLAGS.reference}: the predict "
-                                 "benchmark's reference is 'fer'")
+            print(json.dumps(predict_benchmark.measure(FLAGS.predict_photos)))
         return
     if FLAGS.reference == "fer":
         raise app.UsageError("--reference=fer compares predict: add --predict")
