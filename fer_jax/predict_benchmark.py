@@ -43,6 +43,16 @@ def write_photos(folder: str, count: int, seed: int = 0) -> None:
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
+BATCH = 32   # faces per model call in the timed predictors
+# Source that compiles both batch shapes of predictor `p` (a full batch and one photo's) on
+# photo `first`, so that no compilation falls inside the timing.
+_COMPILE = f"""
+for n in ({BATCH}, 1):
+    for _ in p.predict_many([first] * n):
+        pass
+"""
+
+
 def _run_python(code: str) -> Dict[str, Any]:
     """Runs `code` in a fresh Python on one CPU device; the JSON of its last output line."""
     env = dict(os.environ, XLA_FLAGS="", TF_CPP_MIN_LOG_LEVEL="2")
@@ -55,7 +65,7 @@ def _run_python(code: str) -> Dict[str, Any]:
 def _predictor_code(shipped: bool, workers: int, pictures: bool) -> str:
     """Python source that binds `p`, a predict.Predictor: the shipped model, or the demo
     model with random weights (configs/default.py)."""
-    settings = f"workers={workers}, batch_size=32, preview_side={640 if pictures else 0}"
+    settings = f"workers={workers}, batch_size={BATCH}, preview_side={640 if pictures else 0}"
     if shipped:
         return f"p = predict.Predictor.default({settings})\n"
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -81,10 +91,7 @@ from fer_jax import models, predict, runs
 import jax, jax.numpy as jnp
 {_predictor_code(shipped, workers, pictures)}
 first = predict.list_images({folder!r})[0][0]
-for _ in p.predict_many([first] * 32):   # compile the full batch outside the timing
-    pass
-for _ in p.predict_many([first]):        # and the one-photo batch
-    pass
+{_COMPILE}
 t = time.perf_counter()
 counts = predict.run_cli(p, {folder!r}, {out!r}, pictures={pictures}, progress=False)
 seconds = time.perf_counter() - t
@@ -144,11 +151,9 @@ def measure_video(frames: int = 125, workers: int = 0) -> Dict[str, Any]:
         code = f"""
 import json, time
 from fer_jax import predict, video
-p = predict.Predictor.default(workers={workers}, batch_size=32)
+p = predict.Predictor.default(workers={workers}, batch_size={BATCH})
 first = next(video.VideoReader({clip!r}).frames()).rgb
-for n in (32, 1):   # both batch shapes
-    for _ in p.predict_many([first] * n):
-        pass
+{_COMPILE}
 out = {{}}
 for name, every, annotate in (("every_frame_annotated", 1, True),
                               ("every_frame_tables_only", 1, False),
