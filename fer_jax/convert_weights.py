@@ -21,7 +21,6 @@ import sys
 from typing import Any, Dict, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
 
 from fer_jax import config_schema, models, weights
 from fer_jax.models import registry
@@ -52,8 +51,7 @@ def convert_file(model_name: str, input_path: Union[str, Sequence[str]], output_
     if family.head_key == "model.vit_head":
         model_config.vit_head = vit_head or family.heads[0]
     model = models.create_model(model_config, num_classes)
-    # jit: one compilation instead of one per initialiser (eager init of ResNet50 takes ~10 s).
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, image_size, image_size, 3)))
+    variables = models.initial_variables(model, jax.random.PRNGKey(seed), image_size)
     new, report = weights.convert(variables, tensors, paths[0], model_name, num_classes)
     output = os.path.join(output_dir, f"{model_name}_{num_classes}cls.npz")
     weights.save(new, output, model_name)

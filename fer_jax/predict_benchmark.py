@@ -76,7 +76,7 @@ spec = importlib.util.spec_from_file_location("c", {config!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); cfg = m.get_config()
 model = models.create_model(cfg.model, 7)
 s = cfg.dataset.image_size
-variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, s, s, 3)))
+variables = models.initial_variables(model, jax.random.key(0), s)
 names = ["Neutral", "Happiness", "Surprise", "Fear", "Anger", "Disgust", "Sadness"]
 p = predict.Predictor(runs.Restored(model, variables, 0, names, cfg, s), {settings})
 """

@@ -50,9 +50,7 @@ class TrainState(train_state.TrainState):
 def create_train_state(model: models.contract.ExplainableModel, config: ml_collections.ConfigDict,
                        tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
     """Initialises parameters (and BatchNorm statistics) on the host."""
-    size = config.dataset.image_size
-    variables = jax.jit(functools.partial(model.init, train=False))(
-        rng, jnp.zeros((1, size, size, 3), jnp.float32))
+    variables = models.initial_variables(model, rng, config.dataset.image_size, train=False)
     if config.init_from:
         from fer_jax import weights  # only needed when starting from a file
         variables = weights.load_pretrained(variables, config.init_from, config.model.name,

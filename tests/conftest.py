@@ -73,10 +73,11 @@ def resnet_case():
     large maps: capture and CAM tests read its layers."""
     import jax
     import jax.numpy as jnp
+    from fer_jax import models
     from fer_jax.models import resnet
     model = resnet.ResNet18(num_classes=5, width=4, large_maps=True)
     x = jax.random.normal(jax.random.key(0), (3, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(1), x), x, jnp.array([1, 0, 4])
+    return model, models.initial_variables(model, jax.random.key(1), 32), x, jnp.array([1, 0, 4])
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +86,9 @@ def vit_case():
     4x4 patch grid and 3 heads."""
     import jax
     import jax.numpy as jnp
+    from fer_jax import models
     from fer_jax.models import vit
     model = vit.ViT(num_classes=5, patch_size=8, embed_dim=24, depth=3, num_heads=3,
                     image_size=32)
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    return model, jax.jit(model.init)(jax.random.key(3), x), x, jnp.array([2, 3])
+    return model, models.initial_variables(model, jax.random.key(3), 32), x, jnp.array([2, 3])

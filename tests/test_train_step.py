@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from fer_jax import data_parallel, train
+from fer_jax import data_parallel, models, train
 from fer_jax.models import resnet
 
 BATCH = 16
@@ -20,7 +20,7 @@ BATCH = 16
 def make_state():
     model = resnet.ResNet18(num_classes=7, width=4, large_maps=True,
                             bn_axis_name=data_parallel.AXIS)
-    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    v = models.initial_variables(model, jax.random.key(0), 32)
     return train.TrainState.create(apply_fn=model.apply, params=v["params"],
                                    batch_stats=v["batch_stats"], tx=optax.sgd(1.0))
 
@@ -117,7 +117,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_loss(reference):
     _, ref_metrics = reference
     model = resnet.ResNet18(num_classes=7, width=4, large_maps=True, dtype=jnp.bfloat16,
                             bn_axis_name=data_parallel.AXIS)
-    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    v = models.initial_variables(model, jax.random.key(0), 32)
     state = train.TrainState.create(apply_fn=model.apply, params=v["params"],
                                     batch_stats=v["batch_stats"], tx=optax.sgd(1.0))
     dp = data_parallel.DataParallel(devices=jax.devices()[:1])
@@ -133,11 +133,11 @@ def test_bfloat16_compute_keeps_float32_params_and_close_loss(reference):
 def test_stochastic_depth_draws_from_the_step():
     """A ViT with drop_path > 0 trains; its random drops are a function of the step, so a
     resumed run drops what the uninterrupted one would."""
-    from fer_jax import config_schema, models
+    from fer_jax import config_schema
     cfg = config_schema.defaults().model
     cfg.name, cfg.drop_path, cfg.vit_pos_size = "vit_micro_patch8", 0.9, 32
     model = models.create_model(cfg, 7)
-    v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    v = models.initial_variables(model, jax.random.key(0), 32)
     state = train.TrainState.create(apply_fn=model.apply, params=v["params"], batch_stats={},
                                     tx=optax.sgd(1.0))
     dp = data_parallel.DataParallel(devices=jax.devices()[:2])

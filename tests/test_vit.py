@@ -8,7 +8,7 @@ import pytest
 
 from fer_jax import capture
 from fer_jax import config_schema
-from fer_jax.models import create_model, vit
+from fer_jax.models import create_model, initial_variables, vit
 
 
 def _small_vit(**kwargs) -> vit.ViT:
@@ -23,7 +23,7 @@ def variables():
 
     Initialised once: compiling `init` takes seconds on a small CPU.
     """
-    return jax.jit(_small_vit().init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    return initial_variables(_small_vit(), jax.random.PRNGKey(0), 32)
 
 
 def _capture(model, variables, x, layers):

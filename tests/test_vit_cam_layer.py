@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax import capture, cams
+from fer_jax import capture, cams, models
 from fer_jax.cams import base, gradient
 from fer_jax.models import vit
 
@@ -38,7 +38,7 @@ def setup():
     initial 1 / 0 / ~0 (a trained model's are not), a batch, and its target classes."""
     model = _small_vit()
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
+    variables = models.initial_variables(model, jax.random.PRNGKey(0), 32)
     leaves, tree = jax.tree_util.tree_flatten(variables)
     keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
     leaves = [leaf + 0.3 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
