@@ -9,6 +9,9 @@ reads beside results.json.
 - A rerun skips finished cells (results.json written, and one per extra split) and
   resumes interrupted ones from their latest checkpoint.
 - A cell that fails is reported (traceback in DIR/<cell>/error.txt); the others run.
+- A cell whose training stops early (preempted by SIGTERM, or train.max_steps_per_run
+  reached) stops the grid with exit status 75, as fer_jax.main does: the machine is going
+  away or the job's budget is spent, so no later cell should start. Rerun to resume.
 - `--shard=i/n` runs only every n-th cell from position i (0-based), so n machines
   share a grid without talking to each other; copy their DIR/<cell> folders together
   for the tables.
@@ -29,6 +32,7 @@ from fer_jax import grids
 CELL_JSON = "cell.json"
 ERROR_TXT = "error.txt"
 RESULTS = "results.json"   # as fer_jax.evaluate.RESULTS, without importing JAX for --help
+RESTART_EXIT_CODE = 75     # as fer_jax.train.RESTART_EXIT_CODE, for the same reason
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -137,10 +141,14 @@ def run_grid(grid: grids.Grid, out: str, shard: Tuple[int, int] = (0, 1),
              progress: bool = True) -> Dict[str, str]:
     """Runs the cells of `shard` (i, n) of `grid` under `out`, each at most once to the end.
 
-    Returns {cell name: "skipped" (finished before), "finished", "resumed" or
-    "failed: <error>"}. A failing cell leaves its traceback in DIR/<cell>/error.txt.
+    Returns {cell name: "skipped" (finished before), "finished", "resumed",
+    "failed: <error>" or "stopped: <why>"}. A failing cell leaves its traceback in
+    DIR/<cell>/error.txt. A cell whose training stops early (train.TrainingIncomplete)
+    ends the grid there: later cells are not in the result.
     """
     from tqdm import tqdm
+
+    from fer_jax import train
     shared_overrides = dict(shared_overrides or {})
     out = os.path.abspath(os.path.expanduser(out))
     os.makedirs(out, exist_ok=True)
@@ -172,6 +180,10 @@ def run_grid(grid: grids.Grid, out: str, shard: Tuple[int, int] = (0, 1),
                                          shared_overrides)
             if os.path.exists(error_path):
                 os.remove(error_path)   # an earlier failure, fixed since
+        except train.TrainingIncomplete as e:
+            status[cell.name] = f"stopped: {e}"
+            bar.write(f"cell {cell.name}: {status[cell.name]} ({time.time() - start:.0f} s)")
+            break
         except Exception as e:   # noqa: BLE001 -- one failing cell must not stop the grid
             os.makedirs(os.path.dirname(error_path), exist_ok=True)
             with open(error_path, "w") as f:
@@ -180,8 +192,12 @@ def run_grid(grid: grids.Grid, out: str, shard: Tuple[int, int] = (0, 1),
         bar.write(f"cell {cell.name}: {status[cell.name]} ({time.time() - start:.0f} s)")
     bar.close()
     failed = [n for n, s in status.items() if s.startswith("failed")]
-    print(f"grid {grid.name}: {len(status) - len(failed)} of {len(mine)} cells finished"
+    stopped = [n for n, s in status.items() if s.startswith("stopped")]
+    print(f"grid {grid.name}: {len(status) - len(failed) - len(stopped)} of {len(mine)} cells "
+          "finished"
           + (f"; failed: {', '.join(failed)} (see {ERROR_TXT} in their folders)" if failed
+             else "")
+          + (f"; stopped in {stopped[0]}: run the same command again to resume" if stopped
              else "") + f". Tables: python -m fer_jax.tables --out={out}", flush=True)
     return status
 
@@ -214,6 +230,8 @@ def main(argv: Sequence[str]) -> None:
         print("error: --out=DIR is required (where the cells' workdirs go)", file=sys.stderr)
         sys.exit(2)
     status = run_grid(grid, FLAGS.out, shard, shared)
+    if any(s.startswith("stopped") for s in status.values()):
+        sys.exit(RESTART_EXIT_CODE)
     sys.exit(1 if any(s.startswith("failed") for s in status.values()) else 0)
 
 

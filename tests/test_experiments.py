@@ -1,5 +1,6 @@
 """experiments + tables end to end on a grid of the tiny config: shards, failures, skipping
-finished cells, resuming an interrupted one, and the table of what was run.
+finished cells, stopping at a cell that stops early, resuming it, and the table of what was
+run.
 
 The suite's finished tiny run (`trained_run`) stands in for work done by an earlier
 invocation of the grid, so this test trains only what a resumed cell has left.
@@ -8,7 +9,7 @@ import json
 import os
 import shutil
 
-from fer_jax import experiments, grids, tables
+from fer_jax import experiments, grids, tables, train
 
 CONFIG = """
 import conftest
@@ -45,12 +46,23 @@ def test_grid_skips_finished_cells_resumes_interrupted_ones_and_tabulates(
     assert "wieght" in (out / "broken" / "error.txt").read_text()
     assert not (out / "without" / "results.json").exists()
 
+    # A cell whose training stops early (here at its budget of 3 steps a run; SIGTERM takes
+    # the same path) ends the grid, saying so: the cell after it does not start.
+    status = experiments.run_grid(grid, str(out), shared_overrides={
+        "train.max_steps_per_run": 3}, progress=False)
+    assert status == {"with": "skipped", "without": status["without"]}
+    assert status["without"].startswith(
+        "stopped: train.max_steps_per_run=3 steps done: stopped at step 10 of 14")
+    assert not (out / "without" / "error.txt").exists()
+    assert not (out / "without" / "results.json").exists()
+    assert experiments.RESTART_EXIT_CODE == train.RESTART_EXIT_CODE
+
     status = experiments.run_grid(grid, str(out), progress=False)
     assert status["with"] == "skipped" and status["without"] == "resumed"
     assert status["broken"].startswith("failed: ConfigError")
     assert os.stat(out / "with" / "results.json").st_mtime_ns == finished_mtime
     resumed = json.load(open(out / "without" / "results.json"))
-    assert resumed["train"]["steps"] == 14 and resumed["train"]["steps_this_run"] == 7
+    assert resumed["train"]["steps"] == 14 and resumed["train"]["steps_this_run"] == 4
     assert resumed["config"]["align"]["weight"] == 0.0 and resumed["cam_methods"] == ["cam"]
     record = json.load(open(out / "without" / "cell.json"))
     assert (record["grid"], record["position"], record["layout"]) == ("tiny", 1, "paper_table")
