@@ -54,6 +54,7 @@ setuptools.setup(
         "test": [
             "pytest>=7",
             "pytest-xdist>=3.5",   # the suite runs on 2 workers (README, Tests)
+            "filelock>=3.12",      # they share the tiny dataset and trained run (conftest)
             "ruff==0.17.6",         # the linter CI runs (ruff.toml)
             "mypy==2.4.1",          # the type checker CI runs (mypy.ini)
             "scikit-image>=0.22",

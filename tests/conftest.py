@@ -27,13 +27,32 @@ if "triton" not in sys.modules:
 import pytest  # noqa: E402
 
 
+def made_once(tmp_path_factory, name: str, make):
+    """Folder `name`, filled by `make(folder)` once per test session, whatever the number of
+    xdist workers: the first worker to ask makes it under a file lock, the others wait for
+    it and reuse it (they only read it). Returns (folder, what `make` returned, pickled)."""
+    import pickle
+
+    import filelock
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent        # the session's folder, above each worker's own
+    folder, made = root / name, root / f"{name}.made.pickle"   # the marker beside, not in it
+    with filelock.FileLock(str(root / f"{name}.lock")):
+        if not made.exists():
+            folder.mkdir()
+            made.write_bytes(pickle.dumps(make(folder)))
+    return folder, pickle.loads(made.read_bytes())
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
     """synthetic_faces/tiny (32 px, 112 train / 56 test) built once per test session."""
     from data_prep import build
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    build.build_dataset("synthetic_faces/tiny", data_dir)
-    return data_dir
+
+    def make(folder):
+        build.build_dataset("synthetic_faces/tiny", str(folder))   # its builder: not kept
+    return str(made_once(tmp_path_factory, "tiny_tfds", make)[0])
 
 
 @pytest.fixture
@@ -61,10 +80,11 @@ def make_tiny_config(tiny_data_dir):
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_data_dir, tmp_path_factory):
-    """(workdir, results) of one tiny pmap run, shared by the tests that read a finished run."""
+    """(workdir, results) of one tiny pmap run, shared by the tests that read a finished run
+    (and by the xdist workers: it is trained once per session)."""
     from fer_jax import train
-    workdir = tmp_path_factory.mktemp("run")
-    return workdir, train.train_and_evaluate(make_tiny_config(tiny_data_dir), str(workdir))
+    return made_once(tmp_path_factory, "trained_run", lambda d: train.train_and_evaluate(
+        make_tiny_config(tiny_data_dir), str(d)))
 
 
 @pytest.fixture(scope="session")
