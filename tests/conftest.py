@@ -26,6 +26,28 @@ if "triton" not in sys.modules:
 
 import pytest  # noqa: E402
 
+# The test files that take longest (measured: --durations at 71a0d95), slowest first. The
+# workers (--dist loadfile) take files in collection order, so these start first and the
+# many short files fill in at the end, and both workers finish together. (pytest-xdist
+# would otherwise order files by their number of tests, which put the two multi-process
+# tests last, one worker running them alone for minutes.) test_end_to_end makes the shared
+# trained run early, before the other files that read it ask for it.
+SLOWEST_FIRST = ("test_multiprocess.py", "test_training_time.py", "test_end_to_end.py",
+                 "test_cam_parity.py", "test_no_tensorflow.py", "test_resume.py",
+                 "test_cutmix.py", "test_plugins.py", "test_train_step.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist present
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+    items.sort(key=rank)   # stable: the order within a file, and among the rest, is kept
+
 
 def made_once(tmp_path_factory, name: str, make):
     """Folder `name`, filled by `make(folder)` once per test session, whatever the number of
