@@ -9,7 +9,7 @@ import tf_augment
 from fer_jax import augment, config_schema, datasets
 
 TOLERANCE = 1e-5   # max abs difference, normalised image and [0, 1] heatmap
-# (measured: at most 3.1e-6 on the images, 0 on the heatmaps)
+# (measured: at most 5.6e-6 on the images, 0 on the heatmaps)
 
 
 def input_config(**overrides):
@@ -62,20 +62,19 @@ def test_numpy_augmentation_equals_tensorflow_on_records(examples, setting):
     assert worst[0] <= TOLERANCE and worst[1] <= TOLERANCE, worst
 
 
-def test_hue_and_saturation_kernels_on_every_colour_ordering():
-    """All six orderings of (r, g, b), ties, greys and black, at extreme factors."""
+def test_saturation_and_hue_equal_tensorflows_kernels_on_every_colour_ordering():
+    """All six orderings of (r, g, b), ties, greys and black, at extreme factors, against
+    tf.image.adjust_saturation then adjust_hue (measured: at most 9.6e-7 apart)."""
     rng = np.random.default_rng(0)
     colours = np.concatenate([
         rng.uniform(size=(500, 3)), rng.integers(0, 3, (200, 3)) / 2.0,
         np.array([[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5], [1, 0, 0], [0, 1, 0], [0, 0, 1]])],
     ).astype(np.float32)[None]
     for scale in (0.0, 0.3, 1.0, 1.9):
-        np.testing.assert_allclose(augment.adjust_saturation(colours, scale),
-                                   tf.image.adjust_saturation(colours, scale).numpy(),
-                                   atol=1e-6)
-    for delta in (-0.5, -0.1, 0.0, 0.07, 0.5):
-        np.testing.assert_allclose(augment.adjust_hue(colours, delta),
-                                   tf.image.adjust_hue(colours, delta).numpy(), atol=1e-6)
+        for delta in (-0.5, -0.1, 0.0, 0.07, 0.5):
+            want = tf.image.adjust_hue(tf.image.adjust_saturation(colours, scale), delta)
+            np.testing.assert_allclose(augment.adjust_saturation_and_hue(colours, scale, delta),
+                                       want.numpy(), atol=1e-6, err_msg=f"{scale} {delta}")
 
 
 def test_uniforms_are_a_pure_function_of_seed_and_number():
