@@ -186,20 +186,32 @@ def test_builder_record_image_is_face_crop_of_find_faces(tmp_path):
 _PASTED = ((464, 32, 160), (16, 120, 264), (296, 32, 160), (328, 256, 200))
 
 
-def _composite():
-    """(photo, expected face boxes in the order find_faces must give them)."""
+def _tile():
+    """The astronaut's face with a margin: (tile (T, T, 3), the tile's box in the photo)."""
     tile_box = faces.square_box(fx.FACE_BOX, 0.6)
     tx0, ty0, tx1, ty1 = (int(round(v)) for v in tile_box)
-    tile = fx.astronaut()[ty0:ty1, tx0:tx1]
-    canvas = np.full((480, 640, 3), 90, np.uint8)
+    return fx.astronaut()[ty0:ty1, tx0:tx1], (tx0, ty0, tx1, ty1)
+
+
+def _pasted(height, width, placed):
+    """A grey photo (height, width) with the face tile pasted at each (x, y, side), and the
+    face box of each, in the order given."""
+    tile, (tx0, ty0, tx1, ty1) = _tile()
+    canvas = np.full((height, width, 3), 90, np.uint8)
     expected = []
-    for x, y, side in _PASTED:
+    for x, y, side in placed:
         canvas[y:y + side, x:x + side] = cv2.resize(tile, (side, side),
                                                     interpolation=cv2.INTER_AREA)
         k = side / (tx1 - tx0)
         fx0, fy0, fx1, fy1 = fx.FACE_BOX
         expected.append(((fx0 - tx0) * k + x, (fy0 - ty0) * k + y,
                          (fx1 - tx0) * k + x, (fy1 - ty0) * k + y))
+    return canvas, expected
+
+
+def _composite():
+    """(photo, expected face boxes in the order find_faces must give them)."""
+    canvas, expected = _pasted(480, 640, _PASTED)
     # Largest first; the two equal tiles (side 160) left to right.
     order = sorted(range(len(_PASTED)), key=lambda i: (-_PASTED[i][2], _PASTED[i][0]))
     return canvas, [expected[i] for i in order]
@@ -245,20 +257,10 @@ def test_a_70_px_face_beside_a_large_one_is_found_in_a_1000_px_photo():
     ~70 px (its landmark box; dlib found such faces from ~60 px) is found although a larger
     face spares the upsampled pass. (Searched at 640 px, as before, it was 45 px and
     missed: there faces needed ~90 px of the photo.)"""
-    tile_box = faces.square_box(fx.FACE_BOX, 0.6)
-    tx0, ty0, tx1, ty1 = (int(round(v)) for v in tile_box)
-    tile = fx.astronaut()[ty0:ty1, tx0:tx1]
+    _, (tx0, _, tx1, _) = _tile()
     face_share = (fx.FACE_BOX[2] - fx.FACE_BOX[0]) / (tx1 - tx0)
-    canvas = np.full((667, 1000, 3), 90, np.uint8)
-    expected = []
-    for x, y, face in ((60, 120, 260), (700, 300, 70)):
-        side = int(round(face / face_share))
-        canvas[y:y + side, x:x + side] = cv2.resize(tile, (side, side),
-                                                    interpolation=cv2.INTER_AREA)
-        k = side / (tx1 - tx0)
-        fx0, fy0, fx1, fy1 = fx.FACE_BOX
-        expected.append(((fx0 - tx0) * k + x, (fy0 - ty0) * k + y,
-                         (fx1 - tx0) * k + x, (fy1 - ty0) * k + y))
+    canvas, expected = _pasted(667, 1000, [(x, y, int(round(face / face_share)))
+                                           for x, y, face in ((60, 120, 260), (700, 300, 70))])
     boxes = faces.find_faces(canvas)
     assert len(boxes) == 2, boxes
     for box, want in zip(boxes, expected):
