@@ -33,8 +33,8 @@ import pytest  # noqa: E402
 # tests last, one worker running them alone for minutes.) test_end_to_end makes the shared
 # trained run early, before the other files that read it ask for it.
 SLOWEST_FIRST = ("test_multiprocess.py", "test_training_time.py", "test_end_to_end.py",
-                 "test_cam_parity.py", "test_no_tensorflow.py", "test_resume.py",
-                 "test_cutmix.py", "test_plugins.py", "test_train_step.py")
+                 "test_cam_parity.py", "test_resume.py", "test_cutmix.py", "test_plugins.py",
+                 "test_train_step.py")
 
 
 def pytest_configure(config):

@@ -1,4 +1,10 @@
-"""Helpers for tests that run the real trainer (`fer_jax.main`) in subprocesses."""
+"""Helpers for tests that run fer_jax's command-line tools in subprocesses.
+
+Training, evaluation and predict on built records never load TensorFlow (only building
+records may): every tool run through `command` prints, as it exits, the TensorFlow
+modules it loaded, and the tests that start them check `NO_TENSORFLOW` in the output
+(the multi-process trainers, evaluate on a finished run, predict on a trained model).
+"""
 import glob
 import json
 import os
@@ -9,6 +15,28 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERRUPT = os.path.join(ROOT, "tests", "interrupt.py")
+
+# Runs a module as `python -m` would, then prints which TensorFlow modules it loaded.
+_RUN_AND_LIST = """
+import runpy, sys
+module = sys.argv[1]
+sys.argv = sys.argv[1:]
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets"))
+print("TENSORFLOW_MODULES", len(loaded), loaded[:5], flush=True)
+sys.exit(code)
+"""
+NO_TENSORFLOW = "TENSORFLOW_MODULES 0 []"
+
+
+def command(module: str, *flags: str) -> List[str]:
+    """`python -m module *flags`, which also prints the TensorFlow modules it loaded as it
+    exits (NO_TENSORFLOW when none)."""
+    return [sys.executable, "-c", _RUN_AND_LIST, module, *flags]
 
 
 def tiny_flags(data_dir: str, workdir: str, *overrides: str) -> List[str]:
@@ -44,10 +72,11 @@ def env(devices: Optional[int] = None, **extra: str) -> Dict[str, str]:
 
 def start(flags: Sequence[str], environment: Dict[str, str], interrupt: bool = False
           ) -> subprocess.Popen:
-    """Starts fer_jax.main (or tests/interrupt.py, which wraps it) with `flags`."""
-    entry = [INTERRUPT] if interrupt else ["-m", "fer_jax.main"]
-    return subprocess.Popen([sys.executable, *entry, *flags], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """Starts fer_jax.main through `command` (or tests/interrupt.py, which wraps it and
+    lists nothing) with `flags`."""
+    cmd = [sys.executable, INTERRUPT, *flags] if interrupt else command("fer_jax.main", *flags)
+    return subprocess.Popen(cmd, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def finish(procs: Sequence[subprocess.Popen], timeout: float = 400) -> List[Tuple[int, str]]:

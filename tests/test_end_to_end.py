@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+import subprocess_runs as runs
 from fer_jax import cams, train
 from fer_jax.config_schema import defaults
 
@@ -124,14 +125,15 @@ def test_shard_map_backend_trains_and_evaluates_to_the_same_outputs(trained_run,
 
 
 def evaluate_cli(*args, cwd=ROOT):
-    cmd = [sys.executable, "-m", "fer_jax.evaluate", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(runs.command("fer_jax.evaluate", *args), cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_evaluate_cli_reproduces_a_finished_run_and_selects_methods(trained_run, tmp_path):
     workdir, results = trained_run
     out = evaluate_cli(f"--workdir={workdir}", f"--output={tmp_path / 'all'}")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert runs.NO_TENSORFLOW in out.stdout, out.stdout[-3000:]   # built records, no TF
     again = json.load(open(tmp_path / "all" / "results.json"))
     assert again["accuracy"] == results["accuracy"]
     assert again["cams"] == results["cams"]          # every score of every method, exactly

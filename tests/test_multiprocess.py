@@ -1,5 +1,6 @@
 """Several processes act as one program (jax.distributed, coordinator on 127.0.0.1, gloo
-collectives on CPU): 2 processes x 2 devices train and evaluate as 1 process x 4 devices."""
+collectives on CPU): 2 processes x 2 devices train and evaluate as 1 process x 4 devices,
+from built records without loading TensorFlow."""
 import glob
 import os
 
@@ -89,6 +90,7 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
         pair = runs.finish(start_pair())
         assert f"Resumed from checkpoint at step {saved[-1]} of 7." in pair[0][1], runs.tail(pair)
     assert [s for s, _ in pair] == [0, 0], runs.tail(pair)
+    assert all(runs.NO_TENSORFLOW in out for _, out in pair), runs.tail(pair)
     # Process 0 alone writes: one TensorBoard file per run, the pictures, the summary.
     runs_made = 2 if preempt else 1
     assert len(glob.glob(str(two / "tensorboard" / "events.*"))) == runs_made

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import fixtures_real as fx
+import subprocess_runs
 from data_prep import codebook, faces, heatmaps
 from fer_jax import errors, predict, pretrained, weights
 
@@ -118,11 +119,12 @@ def test_cli_gives_every_bad_file_a_row_and_carries_on(run_without_data, tmp_pat
     photos = tmp_path / "photos"
     write_bad_inputs(photos)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fer_jax.predict", f"--workdir={run_without_data}",
-           f"--images={photos}", f"--output={out}", "--workers=2", "--batch_size=4"]
+    cmd = subprocess_runs.command("fer_jax.predict", f"--workdir={run_without_data}",
+                       f"--images={photos}", f"--output={out}", "--workers=2", "--batch_size=4")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.returncode == 1                    # some files could not be read
+    assert subprocess_runs.NO_TENSORFLOW in done.stdout, done.stdout[-3000:]
     rows = [json.loads(line) for line in open(out / "predictions.jsonl")]
     by_file = {}
     for row in rows:
