@@ -182,14 +182,14 @@ def run_grid(grid: grids.Grid, out: str, shard: Tuple[int, int] = (0, 1),
                 os.remove(error_path)   # an earlier failure, fixed since
         except train.TrainingIncomplete as e:
             status[cell.name] = f"stopped: {e}"
-            bar.write(f"cell {cell.name}: {status[cell.name]} ({time.time() - start:.0f} s)")
-            break
         except Exception as e:   # noqa: BLE001 -- one failing cell must not stop the grid
             os.makedirs(os.path.dirname(error_path), exist_ok=True)
             with open(error_path, "w") as f:
                 f.write(traceback.format_exc())
             status[cell.name] = f"failed: {type(e).__name__}: {e}"
         bar.write(f"cell {cell.name}: {status[cell.name]} ({time.time() - start:.0f} s)")
+        if status[cell.name].startswith("stopped"):
+            break   # the machine is going away, or the job's budget is spent
     bar.close()
     failed = [n for n, s in status.items() if s.startswith("failed")]
     stopped = [n for n, s in status.items() if s.startswith("stopped")]

