@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fer_jax import methods
-from fer_jax.models import contract, registry
+from fer_jax.models import contract, registry, small_input_conv
 
 ModuleDef = Any
 
@@ -150,7 +150,8 @@ class ResNet(contract.MethodHeads, contract.ConvNetLayers, nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, labels: Optional[jnp.ndarray] = None):
         # Symmetric k//2 padding as in torchvision (SAME would pad 3x3/2 convs asymmetrically).
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding=0)
+        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, padding=0,
+                                 conv_general_dilated=small_input_conv.conv_general_dilated)
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=_BN_MOMENTUM,
             epsilon=_BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name if train else None)
