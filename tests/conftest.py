@@ -94,6 +94,7 @@ def make_tiny_config(tiny_data_dir):
     c.train.batch_size = 16
     c.train.num_epochs = 1.0
     c.train.progress_bar = False
+    c.train.log_every_steps = 1      # every step's scalars: runs are compared step by step
     c.eval.batch_size = 16
     c.eval.num_plot_images = 4
     c.eval.faithfulness_steps = 4

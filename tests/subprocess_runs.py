@@ -39,19 +39,6 @@ def command(module: str, *flags: str) -> List[str]:
     return [sys.executable, "-c", _RUN_AND_LIST, module, *flags]
 
 
-def tiny_flags(data_dir: str, workdir: str, *overrides: str) -> List[str]:
-    """fer_jax.main flags for conftest's tiny_config (16 per batch, 7 steps per epoch)."""
-    return ["--config=configs/default.py", f"--workdir={workdir}",
-            "--config.dataset.name=synthetic_faces/tiny", f"--config.dataset.data_dir={data_dir}",
-            "--config.dataset.image_size=32", "--config.model.width=4",
-            "--config.train.batch_size=16", "--config.eval.batch_size=16",
-            "--config.train.progress_bar=False",
-            "--config.eval.num_plot_images=2", "--config.eval.faithfulness_steps=4",
-            # Three methods keep the evaluation's compilation short; `random` is seeded per
-            # example, which several processes must reproduce.
-            "--config.eval.cam_methods=('cam','gradcam','random')", *overrides]
-
-
 def config_file(config, path: str) -> str:
     """Writes a config file (as configs/*.py) whose get_config() returns `config`; its path."""
     with open(path, "w") as f:

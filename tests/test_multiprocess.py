@@ -1,17 +1,18 @@
 """Several processes act as one program (jax.distributed, coordinator on 127.0.0.1, gloo
-collectives on CPU): 2 processes x 2 devices train and evaluate as 1 process x 4 devices,
-from built records without loading TensorFlow."""
+collectives on CPU): 2 processes x 4 devices train and evaluate as 1 process x 8 devices
+(the session's shared tiny run), from built records without loading TensorFlow."""
 import glob
 import os
 
 import numpy as np
 import pytest
 
+import conftest
 import subprocess_runs as runs
 
 # Per-step losses and results.json numbers agree to ~1e-7 relative (measured): the only
-# difference is the order in which the 4 devices' partial sums are added (in-process
-# all-reduce against gloo across processes), which changes the last bits of float32
+# difference is the order in which the devices' partial sums are added (8 in one process
+# against 2 x 4 through gloo across processes), which changes the last bits of float32
 # sums and, after a few SGD steps, of the parameters.
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 # Deletion / insertion rank pixels by the map: last-bit differences reorder near-tied
@@ -32,31 +33,30 @@ def assert_close_scores(got, expected):
 
 
 def flags(data_dir, workdir, spmd):
-    return runs.tiny_flags(data_dir, str(workdir), "--config.train.num_epochs=1",
-                           "--config.train.log_every_steps=1", f"--config.spmd={spmd}")
+    """fer_jax.main flags for the shared run's config (conftest.make_tiny_config), on
+    three CAM methods (the evaluation's compilation stays short; `random` is seeded per
+    example, which several processes must reproduce) and either backend."""
+    config = conftest.make_tiny_config(data_dir)
+    config.spmd = spmd
+    config.eval.cam_methods = ("cam", "gradcam", "random")
+    config.eval.num_plot_images = 2
+    path = runs.config_file(config, os.path.join(os.path.dirname(workdir), "config.py"))
+    return [f"--config={path}", f"--workdir={workdir}"]
 
 
 @pytest.fixture(scope="module")
-def one_process(tiny_data_dir, tmp_path_factory):
-    """The reference, 1 process x 4 devices (pmap): started at once, so that it runs
-    beside the first pair of processes; read (awaited) with reference()."""
-    workdir = tmp_path_factory.mktemp("one_process")
-    proc = runs.start(flags(tiny_data_dir, workdir, spmd=False), runs.env(4))
-    done = {}
-
-    def reference():
-        if not done:
-            (status, out), = runs.finish([proc])
-            assert status == 0, runs.tail([(status, out)])
-            done.update(scalars=runs.scalars(str(workdir)), scores=runs.scores(str(workdir)))
-        return done
-    yield reference
-    runs.finish([proc])
+def one_process(trained_run):
+    """The reference: the session's shared run (`trained_run`), 1 process x 8 devices (pmap),
+    the same config, every step logged; its scores restricted to the methods run here."""
+    workdir, _ = trained_run
+    scores = runs.scores(str(workdir))
+    scores["cams"] = {m: scores["cams"][m] for m in ("cam", "gradcam", "random")}
+    return {"scalars": runs.scalars(str(workdir)), "scores": scores}
 
 
 @pytest.mark.parametrize("spmd,preempt", [(False, False), (True, True)],
                          ids=["pmap", "shard_map_preempted"])
-def test_two_processes_of_two_devices_train_as_one_process_of_four(
+def test_two_processes_of_four_devices_train_as_one_process_of_eight(
         tiny_data_dir, tmp_path, one_process, spmd, preempt):
     """Same data per step, same per-step losses, same results; process 0 alone writes.
 
@@ -72,7 +72,7 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
         return [runs.start(
             flags(tiny_data_dir, two, spmd) + [f"--coordinator_address=127.0.0.1:{port}",
                                                "--num_processes=2", f"--process_id={i}"],
-            runs.env(2, **({"INTERRUPT_AT_STEP": "3", "INTERRUPT_SIGNAL": "TERM",
+            runs.env(4, **({"INTERRUPT_AT_STEP": "3", "INTERRUPT_SIGNAL": "TERM",
                              "INTERRUPT_THEN_PAUSE": "2"}
                            if i == 1 and interrupt_process_1 else {})),
             interrupt=interrupt_process_1) for i in (0, 1)]
@@ -97,7 +97,7 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
     assert (two / "attention.png").exists()
     assert "Wrote " in pair[0][1] and "Wrote " not in pair[1][1]
 
-    expected, got = one_process()["scalars"], runs.scalars(str(two))
+    expected, got = one_process["scalars"], runs.scalars(str(two))
     for tag in ("train/loss", "train/ce", "train/align", "train/accuracy"):
         assert sorted(got[tag]) == sorted(expected[tag]) == list(range(1, 8)), tag
         np.testing.assert_allclose([got[tag][s] for s in range(1, 8)],
@@ -106,4 +106,4 @@ def test_two_processes_of_two_devices_train_as_one_process_of_four(
     assert expected["train/align"][1] > 0
     scores = runs.scores(str(two))
     assert scores["num_examples"] == 56  # every test example once, over both processes
-    assert_close_scores(scores, one_process()["scores"])
+    assert_close_scores(scores, one_process["scores"])
