@@ -206,7 +206,7 @@ def test_image_folder_of_real_photos_builds_and_trains_to_results(tmp_path):
            "--config.train.num_epochs=2", "--config.eval.num_plot_images=2",
            # The data path is under test here; two methods keep the evaluation short.
            "--config.eval.cam_methods=('cam','gradcam')", "--config.eval.faithfulness_steps=4"]
-    env = dict(os.environ, XLA_FLAGS="")
+    env = dict(os.environ, XLA_FLAGS=runs.xla_flags(1))
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     # A quiet console, dataset build included: no library warning (absl/glog lines such
