@@ -171,7 +171,7 @@ _BASE: Dict[str, Union[Field, dict]] = {
         "insertion_blur": Field(0.125, "Insertion's start image: Gaussian blur, sigma as a "
                                 "fraction of the image side (0 = the mean colour, -1 = RISE's "
                                 "5 px at 224 px).", insertion_blur),
-        "faithfulness_steps": Field(16, "Deletion/insertion steps per map (0 = skip the "
+        "faithfulness_steps": Field(12, "Deletion/insertion steps per map (0 = skip the "
                                     "faithfulness metrics).", number(0, 1024, integer=True)),
     },
     "spmd": Field(False, "Run the step under jit + shard_map on a device mesh instead of pmap.",
