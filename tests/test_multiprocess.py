@@ -20,6 +20,9 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 # on the half-width of its confidence interval).
 RANKED = ("deletion_auc", "insertion_auc", "deletion_auc_ci95", "insertion_auc_ci95")
 RANKED_TOLERANCE = dict(rtol=0, atol=1e-4)
+# Three CAM methods keep the evaluation's compilation short; `random` is seeded per
+# example, which several processes must reproduce.
+METHODS = ("cam", "gradcam", "random")
 
 
 def assert_close_scores(got, expected):
@@ -34,11 +37,10 @@ def assert_close_scores(got, expected):
 
 def flags(data_dir, workdir, spmd):
     """fer_jax.main flags for the shared run's config (conftest.make_tiny_config), on
-    three CAM methods (the evaluation's compilation stays short; `random` is seeded per
-    example, which several processes must reproduce) and either backend."""
+    METHODS and either backend."""
     config = conftest.make_tiny_config(data_dir)
     config.spmd = spmd
-    config.eval.cam_methods = ("cam", "gradcam", "random")
+    config.eval.cam_methods = METHODS
     config.eval.num_plot_images = 2
     path = runs.config_file(config, os.path.join(os.path.dirname(workdir), "config.py"))
     return [f"--config={path}", f"--workdir={workdir}"]
@@ -50,7 +52,7 @@ def one_process(trained_run):
     the same config, every step logged; its scores restricted to the methods run here."""
     workdir, _ = trained_run
     scores = runs.scores(str(workdir))
-    scores["cams"] = {m: scores["cams"][m] for m in ("cam", "gradcam", "random")}
+    scores["cams"] = {m: scores["cams"][m] for m in METHODS}
     return {"scalars": runs.scalars(str(workdir)), "scores": scores}
 
 

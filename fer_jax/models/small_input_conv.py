@@ -12,7 +12,7 @@ that path only for such small inputs on the CPU backend with a plain convolution
 GPU and TPU programs are unchanged. The two agree to float32 rounding (the sums are
 added in another order).
 """
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +23,14 @@ from jax import lax
 MAX_SIDE = 2
 
 
-def _plain_nhwc(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Any, lhs_dilation: Any,
-                rhs_dilation: Any, dimension_numbers: Any, feature_group_count: int) -> bool:
-    if lhs.ndim != 4 or feature_group_count != 1 or isinstance(padding, str):
+def _takes_patches(lhs: jnp.ndarray, rhs: jnp.ndarray, padding: Any, lhs_dilation: Any,
+                   rhs_dilation: Any, dimension_numbers: Any, feature_group_count: int,
+                   kwargs: Dict[str, Any]) -> bool:
+    """A plain NHWC / HWIO convolution with a kernel wider than 1 x 1 of an input at most
+    MAX_SIDE pixels a side, on the CPU backend."""
+    if (lhs.ndim != 4 or max(lhs.shape[1:3]) > MAX_SIDE or rhs.shape[0] * rhs.shape[1] == 1
+            or kwargs or feature_group_count != 1 or isinstance(padding, str)
+            or jax.default_backend() != "cpu"):
         return False
     if any(d != 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())):
         return False
@@ -41,16 +46,12 @@ def conv_general_dilated(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides: Seq
                          precision: Any = None, **kwargs: Any) -> jnp.ndarray:
     """`lax.conv_general_dilated`, through explicit patches when lhs (B, h, w, C) has
     h, w <= MAX_SIDE on CPU (see the module docstring); rhs (kh, kw, C, O)."""
-    small = (lhs.ndim == 4 and max(lhs.shape[1:3]) <= MAX_SIDE
-             and rhs.shape[0] * rhs.shape[1] > 1 and not kwargs
-             and jax.default_backend() == "cpu"
-             and _plain_nhwc(lhs, rhs, padding, lhs_dilation, rhs_dilation,
-                             dimension_numbers, feature_group_count))
-    if not small:
+    if not _takes_patches(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count, kwargs):
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                         rhs_dilation, dimension_numbers, feature_group_count,
                                         precision=precision, **kwargs)
-    assert not isinstance(padding, str)   # _plain_nhwc: explicit (low, high) pairs only
+    assert not isinstance(padding, str)   # _takes_patches: explicit (low, high) pairs only
     (top, bottom), (left, right) = padding
     x = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
     kh, kw, c, o = rhs.shape
