@@ -147,6 +147,26 @@ def test_acol_trains_branch_b_on_features_erased_by_the_label():
     assert not jax.tree.leaves(state)
 
 
+def test_acol_erase_by_prediction_trains_branch_b_on_features_erased_by_its_first_branchs_guess():
+    """model.acol_erase_by='prediction': in training too, B reads the features erased by A's
+    map of A's predicted class, so the mask cannot tell B the label."""
+    head = acol.AcolHead(num_classes=4, hidden=6, threshold=0.3, erase_by="prediction")
+    f = jax.random.normal(jax.random.key(2), (3, 5, 5, 7))
+    v = random_variables(head, f.shape)
+    labels = np.array([0, 3, 2])
+    _, state = jax.jit(lambda v, f, labels: head.apply(
+        v, f, train=True, labels=labels, mutable=[methods.AUX_LOGITS]))(v, f, jnp.asarray(labels))
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
+    want_a, _, _ = np_acol(np.asarray(f, np.float64), params, labels, 0.3)
+    predicted = want_a.argmax(1)
+    assert not np.array_equal(predicted, labels)   # so the two modes differ here
+    _, want_b, _ = np_acol(np.asarray(f, np.float64), params, predicted, 0.3)
+    _, by_label, _ = np_acol(np.asarray(f, np.float64), params, labels, 0.3)
+    assert not np.allclose(want_b, by_label, rtol=1e-3)   # the two masks give B other logits
+    (logits_b,) = jax.tree.leaves(state[methods.AUX_LOGITS])
+    np.testing.assert_allclose(np.asarray(logits_b), want_b, rtol=1e-4, atol=1e-6)
+
+
 def test_ts_cam_logits_and_map_match_numpy():
     model = vit.ViT(num_classes=4, patch_size=8, embed_dim=12, depth=2, num_heads=2,
                     image_size=32, head="tscam")

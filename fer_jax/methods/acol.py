@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax import maps
-from fer_jax.fields import Field, number
+from fer_jax.fields import Field, number, one_of
 from fer_jax.methods import base
 
 
@@ -29,13 +29,15 @@ class AcolHead(nn.Module):
     """ACoL: branch A on the features, branch B on them erased by A's map of the class.
 
     (B, h, w, C) -> logits of branch A (B, K) float32. In training the class is the
-    label and branch B's logits are sown into AUX_LOGITS (the step adds their
-    cross-entropy, as ACoL's loss); in evaluation the class is A's prediction.
+    label (`erase_by="label"`, as ACoL) or A's prediction (`"prediction"`), and branch
+    B's logits are sown into AUX_LOGITS (the step adds their cross-entropy, as ACoL's
+    loss); in evaluation the class is A's prediction.
     `hidden`: channels of the branches' 3x3 convolutions (1024 in ACoL and the reference).
     """
     num_classes: int
     hidden: int = 1024
     threshold: float = 0.1
+    erase_by: str = "label"
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -52,7 +54,8 @@ class AcolHead(nn.Module):
                  labels: Optional[jnp.ndarray] = None) -> jnp.ndarray:
         maps_a = self.branch_a(x)
         logits = jnp.mean(maps_a, axis=(1, 2))
-        classes = labels if (train and labels is not None) else jnp.argmax(logits, axis=-1)
+        by_label = train and labels is not None and self.erase_by == "label"
+        classes = labels if by_label else jnp.argmax(logits, axis=-1)
         # Computed in evaluation too, so that init creates branch B (jit drops it there).
         logits_b = jnp.mean(self.branch_b(self._erased(x, maps_a, classes)), axis=(1, 2))
         if train:
@@ -71,8 +74,14 @@ base.register(base.Method(
     name="acol", summary="Zhang et al. 2018: a second classifier on the features erased by "
     "the first one's map",
     switch=("model.head", "acol"), families=frozenset({"resnet"}),
-    options=(base.Option("model.acol_threshold", Field(
-        0.1, "ACoL: erase where the first branch's [0, 1] map is >= this.", number(0, 1))),),
+    options=(
+        base.Option("model.acol_threshold", Field(
+            0.1, "ACoL: erase where the first branch's [0, 1] map is >= this.", number(0, 1))),
+        # Erasing by the label tells branch B the label (docs/method.md measures it).
+        base.Option("model.acol_erase_by", Field(
+            "label", "ACoL: in training, erase by the map of the label (ACoL) or of the "
+            "first branch's prediction.", one_of("label", "prediction"))),
+    ),
     head=lambda num_classes, options, hidden, dtype, name: AcolHead(
-        num_classes, hidden, options.acol_threshold, dtype, name=name),
+        num_classes, hidden, options.acol_threshold, options.acol_erase_by, dtype, name=name),
     cam_method="acol", paper_configs=base.paper_configs("acol", "rafdb", "affectnet")))
