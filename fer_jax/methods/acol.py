@@ -54,8 +54,9 @@ class AcolHead(nn.Module):
                  labels: Optional[jnp.ndarray] = None) -> jnp.ndarray:
         maps_a = self.branch_a(x)
         logits = jnp.mean(maps_a, axis=(1, 2))
-        by_label = train and labels is not None and self.erase_by == "label"
-        classes = labels if by_label else jnp.argmax(logits, axis=-1)
+        classes = jnp.argmax(logits, axis=-1)
+        if train and labels is not None and self.erase_by == "label":
+            classes = labels
         # Computed in evaluation too, so that init creates branch B (jit drops it there).
         logits_b = jnp.mean(self.branch_b(self._erased(x, maps_a, classes)), axis=(1, 2))
         if train:
