@@ -231,7 +231,9 @@ def paired_scores(labels: Sequence[str],
     metrics: {metric name: [(without, with) per label]}.
     """
     n = len(labels)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.9 + 0.32 * n),
+    # Title and legend take fixed inches, the rows 0.32 each: a short table stays legible.
+    height = 1.5 + 0.32 * n
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), height),
                              squeeze=False, sharey=True)
     rows = np.arange(n)[::-1]   # first label on top, as in the table
     for ax, (name, pairs) in zip(axes[0], metrics.items()):
@@ -252,7 +254,7 @@ def paired_scores(labels: Sequence[str],
                for c, t in (("tab:grey", "without AU (lambda = 0)"), ("tab:red", "with AU"))]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     _suptitle(fig, title)
-    fig.tight_layout(rect=(0, 0.06 + 0.2 / max(n, 1), 1, 1))   # room for the legend below
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))   # 0.35 in for the legend below
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
