@@ -85,9 +85,9 @@ def test_shard_map_backend_trains_and_evaluates_to_the_same_outputs(trained_run,
     statistics and optimiser state (relative 1e-5); the same logged training scalars at
     every step (loss, CE, alignment term, accuracy; relative 1e-5); the same predictions,
     hence accuracy and confusion matrix exactly, and ATT-COS / CAM scores within 1e-5 /
-    1e-4. Both backends
-    run the same per-device step on the same data, so only the order of float reductions
-    may differ (on the 8 CPU devices of the suite the two runs were bitwise equal)."""
+    1e-4. Both backends run the same per-device step on the same data, so only the order
+    of float reductions may differ (on the 8 CPU devices of the suite the two runs were
+    bitwise equal)."""
     pmap_dir, pmap_results = trained_run
     tiny_config.spmd = True
     results = train.train_and_evaluate(tiny_config, str(tmp_path))

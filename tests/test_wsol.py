@@ -157,11 +157,11 @@ def test_acol_erase_by_prediction_trains_branch_b_on_features_erased_by_its_firs
     _, state = jax.jit(lambda v, f, labels: head.apply(
         v, f, train=True, labels=labels, mutable=[methods.AUX_LOGITS]))(v, f, jnp.asarray(labels))
     params = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
-    want_a, _, _ = np_acol(np.asarray(f, np.float64), params, labels, 0.3)
+    f64 = np.asarray(f, np.float64)
+    want_a, by_label, _ = np_acol(f64, params, labels, 0.3)
     predicted = want_a.argmax(1)
     assert not np.array_equal(predicted, labels)   # so the two modes differ here
-    _, want_b, _ = np_acol(np.asarray(f, np.float64), params, predicted, 0.3)
-    _, by_label, _ = np_acol(np.asarray(f, np.float64), params, labels, 0.3)
+    _, want_b, _ = np_acol(f64, params, predicted, 0.3)
     assert not np.allclose(want_b, by_label, rtol=1e-3)   # the two masks give B other logits
     (logits_b,) = jax.tree.leaves(state[methods.AUX_LOGITS])
     np.testing.assert_allclose(np.asarray(logits_b), want_b, rtol=1e-4, atol=1e-6)
